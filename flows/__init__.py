@@ -1,0 +1,1 @@
+"""Prefect orchestration over the ``pipeline`` library: flows, tasks, deployments."""

@@ -1,0 +1,257 @@
+"""Stage 2: document -> normalised paragraphs, with page furniture set apart.
+
+Furniture (date headers, bylines, datelines, "READ MORE" links, comment trailers, a
+title repeated under itself) is not body text. It is kept, with the fields it states,
+so that the metadata stage can read them; it never reaches dedup or the record body.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from pipeline.read import Document
+
+MONTHS = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
+          r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)")
+_DAY_MONTH_YEAR = rf"\d{{1,2}}\s+{MONTHS}\.?,?\s+\d{{4}}"
+_MONTH_DAY_YEAR = rf"{MONTHS}\.?\s+\d{{1,2}},?\s+\d{{4}}"
+_ISO_DATE = r"\d{4}-\d{2}-\d{2}"
+_ANY_DATE = rf"(?:{_DAY_MONTH_YEAR}|{_MONTH_DAY_YEAR}|{_ISO_DATE})"
+_TIME = r"\d{1,2}:\d{2}(?::\d{2})?(?:\s*[AaPp]\.?[Mm]\.?)?"
+_TZ = r"\(?(?:UTC|GMT)\s*[+\-−]\s*\d{1,2}(?::?\d{2})?\)?|\(?(?:UTC|GMT)\)?|[+-]\d{2}:\d{2}"
+
+# " date 2020-09-28 <rest>": the header line some scrapers prepend.
+DATE_HEADER_RE = re.compile(rf"^date\s+(?P<date>{_ISO_DATE})(?:[ T](?P<time>{_TIME}))?\s*(?P<rest>.*)$", re.IGNORECASE)
+# "<who or section> 10 October 2020 15:09 (UTC+04:00)"
+STAMPED_LINE_RE = re.compile(
+    rf"^(?P<prefix>(?:[A-Z][\w'’.-]*\s+){{0,6}}?)(?:on\s+)?(?P<date>{_ANY_DATE})"
+    rf"(?:,?\s+(?:at\s+)?(?P<time>{_TIME}))?(?:\s*(?P<tz>{_TZ}))?$"
+)
+# "BAKU, Azerbaijan, Sept. 28" (agency dateline: the place leads in capitals).
+DATELINE_RE = re.compile(
+    rf"^(?P<place>[A-Z][A-Z'’.-]+(?:\s[A-Z][A-Z'’.-]+)*(?:,\s[A-Z][\w'’.-]+(?:\s[A-Z][\w'’.-]+)*)?)"
+    rf"(?:,\s*(?P<monthday>{MONTHS}\.?\s+\d{{1,2}}))?(?:\s*\((?P<agency>[A-Z][\w&.-]+(?:\s[A-Z][\w&.-]+){{0,2}})\))?$"
+)
+# "LONDON (Reuters) - ..." / "BAKU, Azerbaijan, Oct. 10 (Trend) — ..." opening a paragraph.
+INLINE_DATELINE_RE = re.compile(
+    rf"^(?P<place>[A-Z][A-Z'’.-]{{2,}}(?:\s[A-Z][A-Z'’.-]+)*(?:,\s[A-Z][\w'’.-]+(?:\s[A-Z][\w'’.-]+)*)?)"
+    rf"(?:,\s*(?P<monthday>{MONTHS}\.?\s+\d{{1,2}}))?\s*\((?P<agency>[A-Z][\w&.-]+(?:\s[A-Z][\w&.-]+){{0,2}})\)\s*[-–—:]\s+"
+)
+BY_LINE_RE = re.compile(r"^By\s+(?P<who>[A-Z][\w'’.-]*(?:(?:\s+|\s*,\s*|\s+and\s+)[A-Z][\w'’.-]*){0,7})$")
+CREDIT_LINE_RE = re.compile(r"^(?P<outlet>[A-Z][\w&.-]*(?:\s[A-Z][\w&.-]*){0,2}):$")
+LINK_LINE_RE = re.compile(
+    r"^(?:READ MORE|Read more|Read More|ALSO READ|Also read|Also Read|RELATED|Related|See also|SEE ALSO|"
+    r"More on this|Recommended|WATCH|Watch)\s*[:>|-]\s*\S.*$"
+)
+TRAILER_RE = re.compile(
+    r"^(?:Discussion about this post|Comments?|\d+ Comments?|Leave a (?:comment|reply)|Share this(?: article| post)?:?|"
+    r"Share on (?:Facebook|Twitter|X|LinkedIn|WhatsApp)|Advertisement|ADVERTISEMENT|Sponsored|Related (?:posts|articles|news)|"
+    r"Follow us on [\w ,&]{1,40}|Subscribe to [\w ]{1,40}|Sign up for [\w ]{1,40}|Tags?:.{0,200}|"
+    r"Print|Email|Back to top|Load more|Click here to [\w ]{1,40})\.?$",
+    re.IGNORECASE,
+)
+# Lone "X:" lines that are labels, not agency credits.
+_NOT_CREDITS = {"note", "update", "updated", "photo", "video", "source", "sources", "related", "editor's note",
+                "advertisement", "watch", "listen", "read more", "comments", "tags", "summary", "background"}
+# Words that name a section in bylines like "Orkhan Jalilov Feature 27 September 2020".
+SECTIONS = {
+    "analysis", "arts", "business", "commentary", "culture", "economy", "editorial", "education", "energy",
+    "entertainment", "environment", "feature", "features", "finance", "health", "interview", "lifestyle", "local",
+    "markets", "media", "military", "national", "news", "opinion", "politics", "region", "regions", "science",
+    "society", "sport", "sports", "technology", "tech", "travel", "world", "nation", "security", "diplomacy",
+}
+_SENTENCE_END = tuple('.!?…:;,"”’\')»')
+_SPACE_RE = re.compile(r"[ \t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+")
+_ZERO_WIDTH_RE = re.compile(r"[\u200b\u2060\ufeff]")
+_HEADER_BLOCKS = 6  # furniture like bylines only counts near the top
+
+
+@dataclass
+class Paragraph:
+    kind: str  # "body" | "heading"
+    text: str
+
+
+@dataclass
+class Furniture:
+    """A line that is page furniture, with what it states (raw strings)."""
+
+    role: str  # date_header | byline | stamp | dateline | credit | title | title_repeat | link | trailer
+    text: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CleanDocument:
+    paragraphs: list[Paragraph]
+    furniture: list[Furniture]
+
+
+def normalize(text: str) -> str:
+    """NFC, odd spaces to plain spaces, zero-width marks dropped, whitespace collapsed per line."""
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = _ZERO_WIDTH_RE.sub("", text)
+    lines = (_SPACE_RE.sub(" ", line).strip() for line in text.split("\n"))
+    return "\n".join(lines)
+
+
+def split_blocks(text: str) -> list[list[str]]:
+    """Paragraphs as lists of lines: blocks between blank lines, or single lines when
+    the text has no blank lines at all (one paragraph per line)."""
+    lines = normalize(text).strip("\n").split("\n")
+    if "" not in lines:
+        return [[line] for line in lines if line]
+    blocks: list[list[str]] = []
+    current: list[str] = []
+    for line in lines:
+        if line:
+            current.append(line)
+        elif current:
+            blocks.append(current)
+            current = []
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def _is_heading(line: str) -> bool:
+    words = line.split()
+    return (
+        0 < len(words) <= 10
+        and not line.endswith(_SENTENCE_END)
+        and (line[0].isupper() or line[0].isdigit())
+    )
+
+
+def _classify_stamp(line: str) -> Furniture | None:
+    m = STAMPED_LINE_RE.match(line)
+    if not m:
+        return None
+    fields = {"date": m["date"]}
+    if m["time"]:
+        fields["time"] = m["time"]
+    if m["tz"]:
+        fields["tz"] = m["tz"]
+    prefix = m["prefix"].split()
+    if prefix and prefix[-1].lower() in SECTIONS:
+        fields["section"] = prefix.pop()
+    if prefix:
+        if prefix[0] == "By":
+            prefix = prefix[1:]
+        if 2 <= len(prefix) <= 4 and all(w[0].isupper() for w in prefix):
+            fields["author"] = " ".join(prefix)
+        else:
+            return None  # words before the date that name neither a section nor a person
+    return Furniture("byline" if "author" in fields else "stamp", line, fields)
+
+
+def _classify_header_line(line: str, title: str | None) -> Furniture | None:
+    if title and line.casefold() == title.casefold():
+        return Furniture("title_repeat", line)
+    if m := DATELINE_RE.match(line):
+        if m["monthday"] or m["agency"] or line.split(",")[0].isupper():
+            if len(line.split()) <= 8 and (m["monthday"] or m["agency"] or "," in line):
+                fields = {"place": m["place"]}
+                if m["monthday"]:
+                    fields["monthday"] = m["monthday"]
+                if m["agency"]:
+                    fields["outlet"] = m["agency"]
+                return Furniture("dateline", line, fields)
+    if m := BY_LINE_RE.match(line):
+        return Furniture("byline", line, {"by": m["who"]})
+    if stamp := _classify_stamp(line):
+        return stamp
+    if (m := CREDIT_LINE_RE.match(line)) and m["outlet"].casefold() not in _NOT_CREDITS:
+        return Furniture("credit", line, {"outlet": m["outlet"]})
+    return None
+
+
+def _classify_anywhere(line: str) -> Furniture | None:
+    if LINK_LINE_RE.match(line):
+        return Furniture("link", line)
+    if len(line) <= 120 and TRAILER_RE.match(line):
+        return Furniture("trailer", line)
+    return None
+
+
+def _date_header(first_line: str) -> tuple[Furniture, str] | None:
+    m = DATE_HEADER_RE.match(first_line)
+    if not m:
+        return None
+    fields = {"date": m["date"]}
+    if m["time"]:
+        fields["time"] = m["time"]
+    return Furniture("date_header", first_line, fields), m["rest"].strip()
+
+
+def _looks_like_title(block: list[str], blocks: list[list[str]]) -> bool:
+    if len(block) != 1:
+        return False
+    line = block[0]
+    words = line.split()
+    if not 2 <= len(words) <= 30 or line.endswith((".", "!", ";", ",", ":")):
+        return False
+    # A heading-like first line followed by more text is the title the text states.
+    return len(blocks) > 1
+
+
+def clean_document(doc: Document) -> CleanDocument:
+    """Paragraphs and furniture of one document."""
+    furniture: list[Furniture] = []
+    if doc.blocks is not None:
+        blocks = [[normalize(text).replace("\n", " ")] for _, text in doc.blocks]
+        kinds = [kind for kind, _ in doc.blocks]
+    else:
+        blocks = split_blocks(doc.text or "")
+        kinds = ["" for _ in blocks]
+    title = doc.meta.get("title")
+
+    # The scraper's " date YYYY-MM-DD <rest>" header: the rest is a dateline, a byline or the title.
+    if blocks and doc.blocks is None and (hit := _date_header(blocks[0][0])):
+        header, rest = hit
+        furniture.append(header)
+        blocks[0] = blocks[0][1:]
+        if rest:
+            if (found := _classify_header_line(rest, title)) is not None:
+                furniture.append(found)
+            else:
+                furniture.append(Furniture("title", rest, {"title": rest}))
+                title = title or rest
+        if not blocks[0]:
+            blocks.pop(0)
+            kinds.pop(0)
+    elif blocks and doc.blocks is None and not title and _looks_like_title(blocks[0], blocks):
+        title = blocks[0][0]
+        furniture.append(Furniture("title", title, {"title": title}))
+        blocks.pop(0)
+        kinds.pop(0)
+
+    paragraphs: list[Paragraph] = []
+    for position, (block, preset_kind) in enumerate(zip(blocks, kinds)):
+        kept: list[str] = []
+        in_header = position < _HEADER_BLOCKS and not any(p.kind == "body" for p in paragraphs)
+        for line in block:
+            found = _classify_anywhere(line)
+            if found is None and in_header and not kept:
+                found = _classify_header_line(line, title)
+            if found is not None:
+                furniture.append(found)
+            else:
+                kept.append(line)
+        if not kept:
+            continue
+        text = " ".join(kept)
+        if not paragraphs and (m := INLINE_DATELINE_RE.match(text)):
+            fields = {"place": m["place"], "outlet": m["agency"]}
+            if m["monthday"]:
+                fields["monthday"] = m["monthday"]
+            furniture.append(Furniture("dateline", m.group(0).strip(), fields))
+        kind = preset_kind or ("heading" if len(kept) == 1 and _is_heading(text) else "body")
+        paragraphs.append(Paragraph(kind, text))
+
+    # A heading with no body after it is a trailer, not a sub-heading.
+    while paragraphs and paragraphs[-1].kind == "heading" and doc.blocks is None:
+        furniture.append(Furniture("trailer", paragraphs.pop().text))
+    return CleanDocument(paragraphs, furniture)

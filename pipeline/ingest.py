@@ -1,0 +1,591 @@
+"""One ingest run as three library steps: plan, prepare (per batch), commit.
+
+``flows/ingest.py`` wraps each step in a Prefect task; ``run_ingest`` chains them without
+Prefect for tests and scripts. The result depends only on which files have arrived:
+articles are decided in publication order, and an article that arrives late but was
+published earlier is decided before the ones after it, which are decided again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.clean import Paragraph, clean_document
+from pipeline.dedup import (
+    DedupSettings,
+    ParagraphRef,
+    ParagraphSketch,
+    RepeatDecision,
+    RepeatFinder,
+    Sketcher,
+    band_keys,
+)
+from pipeline.metadata import Metadata, extract_metadata
+from pipeline.read import DEFAULT_MAX_BYTES, BadInput, Problem, RawEntry, parse, read_bytes, scan_raw, sha256_bytes
+from pipeline.records import (
+    RECORDS_DIR,
+    RunContext,
+    build_record,
+    dumps,
+    finish_parts,
+    part_name,
+    write_json_atomic,
+    write_part_tmp,
+)
+from pipeline.state import (
+    SqliteIndex,
+    Store,
+    StateError,
+    shingles_from_blob,
+    signature_from_blob,
+    to_blob,
+    utc_now,
+    writer_lock,
+)
+
+UNDATED = "~"  # sorts after every ISO date: undated articles come last
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    max_file_bytes: int = DEFAULT_MAX_BYTES
+    batch_size: int = 200  # files per prepare task
+    lock_wait_seconds: float = 0.0
+    dedup: DedupSettings = field(default_factory=DedupSettings)
+
+
+@dataclass
+class PlannedFile:
+    entry: RawEntry
+    mtime_ns: int
+    known_sha256: str | None  # None for a file never seen
+
+
+@dataclass
+class Plan:
+    to_read: list[PlannedFile]
+    unchanged: int
+    problems: list[Problem]  # found while scanning (symlinks, unsupported types)
+    seen: int
+
+
+@dataclass
+class PreparedArticle:
+    record_id: str
+    path: str
+    item: int | None
+    sha256: str
+    format: str
+    meta: Metadata
+    paragraphs: list[Paragraph]
+    sketches: list[ParagraphSketch]
+    extra: dict[str, Any]
+
+    @property
+    def order(self) -> tuple[str, str, int]:
+        return (sort_key(self.meta.published), self.path, self.item if self.item is not None else -1)
+
+
+@dataclass
+class FileOutcome:
+    path: str
+    sha256: str | None
+    size: int
+    mtime_ns: int
+    status: str  # "ok" | "quarantined" | "unchanged"
+    reason: str | None = None
+    changed: bool = False  # bytes differ from what an earlier run processed
+
+
+@dataclass
+class PreparedBatch:
+    articles: list[PreparedArticle]
+    files: list[FileOutcome]
+    problems: list[Problem]
+
+
+def record_id_for(path: str, item: int | None) -> str:
+    """Stable across reruns: derived from where the article lies, not from its content."""
+    key = path if item is None else f"{path}#{item}"
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:20]
+
+
+def sort_key(published: str | None) -> str:
+    """Publication time as sortable text: UTC for datetimes with an offset."""
+    if not published:
+        return UNDATED
+    if "T" not in published:
+        return f"{published}T00:00:00"
+    parsed = datetime.fromisoformat(published)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed.isoformat(timespec="seconds")
+
+
+# --- plan ------------------------------------------------------------------------------
+
+
+def plan_run(raw_dir: Path, store: Store) -> Plan:
+    """Which files need reading: new ones, and known ones whose size or mtime moved
+    (their bytes are hashed in ``prepare_batch`` to tell a real change from a touch)."""
+    entries, problems = scan_raw(raw_dir)
+    known = store.known_files()
+    to_read: list[PlannedFile] = []
+    unchanged = 0
+    for entry in entries:
+        mtime_ns = entry.abs_path.stat().st_mtime_ns
+        row = known.get(entry.path)
+        if row is not None and row["size"] == entry.size and row["mtime_ns"] == mtime_ns:
+            unchanged += 1
+            continue
+        to_read.append(PlannedFile(entry, mtime_ns, row["sha256"] if row is not None else None))
+    return Plan(to_read, unchanged, problems, len(entries) + len(problems))
+
+
+def batches(items: list[PlannedFile], size: int) -> Iterator[list[PlannedFile]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- prepare ---------------------------------------------------------------------------
+
+
+def prepare_batch(files: Iterable[PlannedFile], settings: IngestSettings) -> PreparedBatch:
+    """Read, clean, extract metadata and sketch a batch of files (no state is touched)."""
+    articles: list[PreparedArticle] = []
+    outcomes: list[FileOutcome] = []
+    problems: list[Problem] = []
+    for planned in files:
+        entry = planned.entry
+        sha: str | None = None
+        try:
+            data = read_bytes(entry, settings.max_file_bytes)
+            sha = sha256_bytes(data)
+            changed = planned.known_sha256 is not None and planned.known_sha256 != sha
+            if planned.known_sha256 == sha:
+                outcomes.append(FileOutcome(entry.path, sha, entry.size, planned.mtime_ns, "unchanged"))
+                continue
+            documents, item_problems = parse(entry, data)
+        except BadInput as exc:
+            outcomes.append(FileOutcome(entry.path, sha, entry.size, planned.mtime_ns, "quarantined", str(exc),
+                                        changed=planned.known_sha256 is not None))
+            continue
+        except OSError as exc:
+            outcomes.append(FileOutcome(entry.path, sha, entry.size, planned.mtime_ns, "quarantined",
+                                        f"unreadable: {exc.strerror or exc}", changed=planned.known_sha256 is not None))
+            continue
+        problems.extend(item_problems)
+        file_articles: list[PreparedArticle] = []
+        for doc in documents:
+            cleaned = clean_document(doc)
+            if not any(p.kind == "body" for p in cleaned.paragraphs):
+                problems.append(Problem(doc.path, "no body text left after cleaning", doc.item, doc.sha256))
+                continue
+            meta = extract_metadata(doc, cleaned)
+            file_articles.append(
+                PreparedArticle(record_id_for(doc.path, doc.item), doc.path, doc.item, doc.sha256, doc.format,
+                                meta, cleaned.paragraphs, [], doc.extra)
+            )
+        if not file_articles:
+            reason = "; ".join(sorted({p.reason for p in problems if p.path == entry.path})) or "no articles"
+            outcomes.append(FileOutcome(entry.path, sha, entry.size, planned.mtime_ns, "quarantined", reason, changed))
+            problems = [p for p in problems if p.path != entry.path]
+            continue
+        articles.extend(file_articles)
+        outcomes.append(FileOutcome(entry.path, sha, entry.size, planned.mtime_ns, "ok", changed=changed))
+    _sketch(articles, settings.dedup)
+    return PreparedBatch(articles, outcomes, problems)
+
+
+def _sketch(articles: list[PreparedArticle], settings: DedupSettings) -> None:
+    """One vectorised sketch pass over every paragraph of the batch."""
+    texts = [p.text for a in articles for p in a.paragraphs]
+    sketches = Sketcher(settings).sketch(texts)
+    position = 0
+    for article in articles:
+        n = len(article.paragraphs)
+        article.sketches = sketches[position : position + n]
+        for para, sketch in zip(article.paragraphs, article.sketches):
+            if para.kind != "body":
+                sketch.eligible = False  # sub-headings are short labels, not passages
+        position += n
+
+
+# --- commit ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    """An article taking part in this run's decisions: new, or an existing one decided again."""
+
+    record_id: str
+    order: tuple[str, str, int]
+    pids: list[int]
+    sketches: list[ParagraphSketch]
+    roles_before: list[tuple[int, str | None, int | None, float | None]] | None  # existing only
+    new: PreparedArticle | None = None
+    record_before: dict[str, Any] | None = None
+    decisions: list[RepeatDecision | None] = field(default_factory=list)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    run_seq: int
+    started_at: str
+    finished_at: str = ""
+    outcome: str = "completed"
+    files_seen: int = 0
+    files_new: int = 0
+    files_changed: int = 0
+    files_unchanged: int = 0
+    files_quarantined: int = 0
+    items_quarantined: int = 0
+    records_written: int = 0
+    records_rewritten: int = 0
+    paragraphs: int = 0
+    repeats_flagged: int = 0
+    replayed_articles: int = 0
+    top_passages: list[dict[str, Any]] = field(default_factory=list)
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _record_for(item: _Item, run: RunContext) -> dict[str, Any]:
+    if item.new is not None:
+        a = item.new
+        return build_record(record_id=a.record_id, path=a.path, item=a.item, sha256=a.sha256, fmt=a.format,
+                            meta=a.meta, paragraphs=a.paragraphs, decisions=item.decisions, extra=a.extra, run=run)
+    old = item.record_before
+    assert old is not None
+    meta = Metadata(**{k: old.get(k) for k in Metadata.__dataclass_fields__})
+    paragraphs = [Paragraph(p["kind"], p["text"]) for p in old["paragraphs"]]
+    source = old["source"]
+    return build_record(record_id=old["id"], path=source["path"], item=source.get("item"), sha256=source["sha256"],
+                        fmt=source["format"], meta=meta, paragraphs=paragraphs, decisions=item.decisions,
+                        extra=old.get("extra", {}), run=run)
+
+
+def _load_existing(conn: Any, rows: list[Any], settings: DedupSettings) -> list[_Item]:
+    items = []
+    for row in rows:
+        paras = conn.execute(
+            "SELECT pid, shingles, signature, role, repeat_record, repeat_idx, similarity FROM paragraphs "
+            "WHERE record_id = ? ORDER BY idx", (row["record_id"],)
+        ).fetchall()
+        sketches = []
+        signatures = np.array([signature_from_blob(p["signature"]) for p in paras], dtype=np.uint32).reshape(
+            len(paras), settings.num_perm)
+        keys = band_keys(signatures, settings.bands, settings.rows) if len(paras) else np.empty((0, settings.bands))
+        for i, p in enumerate(paras):
+            sketches.append(ParagraphSketch(shingles_from_blob(p["shingles"]), signatures[i], keys[i], p["role"] != -1))
+        items.append(_Item(
+            record_id=row["record_id"], order=(row["sort_key"], row["path"], row["item"]),
+            pids=[p["pid"] for p in paras], sketches=sketches,
+            roles_before=[(p["role"], p["repeat_record"], p["repeat_idx"], p["similarity"]) for p in paras],
+            record_before=json.loads(row["record"]),
+        ))
+    return items
+
+
+def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: RunSummary) -> RunSummary:
+    """Decide repeats and write records, state and quarantine in one transaction."""
+    started = time.perf_counter()
+    settings = store.settings
+    run = RunContext(summary.run_id, summary.run_seq, utc_now())
+    conn = store.conn
+    articles = [a for batch in prepared for a in batch.articles]
+    outcomes = [o for batch in prepared for o in batch.files]
+    problems = plan.problems + [p for batch in prepared for p in batch.problems]
+    new_part = part_name(run.run_seq)
+    records_dir = store.processed_dir / RECORDS_DIR
+
+    with store.transaction():
+        # Files whose new bytes parsed replace every record they held before.
+        replaced_paths = sorted({o.path for o in outcomes if o.status == "ok" and o.changed})
+        removed_rows = []
+        for path in replaced_paths:
+            removed_rows += conn.execute("SELECT * FROM articles WHERE path = ?", (path,)).fetchall()
+        removed = _load_existing(conn, removed_rows, settings)
+        touched_parts = {row["part"] for row in removed_rows}
+
+        orders = [a.order for a in articles] + [item.order for item in removed]
+        tail: list[_Item] = []
+        if orders:
+            start = min(orders)
+            removed_ids = {item.record_id for item in removed}
+            tail_rows = [r for r in conn.execute(
+                "SELECT * FROM articles WHERE (sort_key, path, item) >= (?, ?, ?) ORDER BY sort_key, path, item",
+                start) if r["record_id"] not in removed_ids]
+            tail = _load_existing(conn, tail_rows, settings)
+        index = SqliteIndex(conn, settings)
+        # Take the tail and the replaced articles out of the index; the tail is decided again.
+        for item in removed + tail:
+            assert item.roles_before is not None
+            for pid, sketch, before in zip(item.pids, item.sketches, item.roles_before):
+                if before[0] == 1:
+                    index.remove(pid, sketch.keys)
+        for item in removed:
+            conn.execute("DELETE FROM paragraphs WHERE record_id = ?", (item.record_id,))
+            conn.execute("DELETE FROM articles WHERE record_id = ?", (item.record_id,))
+
+        new_items = []
+        for article in articles:
+            pids = []
+            for idx, sketch in enumerate(article.sketches):
+                cur = conn.execute(
+                    "INSERT INTO paragraphs (record_id, idx, shingles, signature, role) VALUES (?, ?, ?, ?, -1)",
+                    (article.record_id, idx, to_blob(sketch.shingles), to_blob(sketch.signature)),
+                )
+                pids.append(int(cur.lastrowid or 0))
+            new_items.append(_Item(article.record_id, article.order, pids, article.sketches, None, new=article))
+
+        finder = RepeatFinder(index, settings)
+        for item in sorted(new_items + tail, key=lambda i: i.order):
+            item.decisions = []
+            for idx, (pid, sketch) in enumerate(zip(item.pids, item.sketches)):
+                ref = ParagraphRef(item.record_id, idx, (*item.order, idx))
+                index.put(pid, ref, sketch.shingles, sketch.signature)
+                decision = finder.find(ref, sketch.shingles, sketch.signature, sketch.keys) if sketch.eligible else None
+                if sketch.eligible and decision is None:
+                    index.add(pid, sketch.keys)
+                item.decisions.append(decision)
+        summary.replayed_articles = len(tail)
+
+        written: list[dict[str, Any]] = []
+        for item in new_items + tail:
+            roles = [
+                (-1, None, None, None) if not sketch.eligible
+                else (1, None, None, None) if d is None
+                else (0, d.of.record_id, d.of.index, d.similarity)
+                for sketch, d in zip(item.sketches, item.decisions)
+            ]
+            if item.new is None and roles == item.roles_before:
+                continue  # decisions unchanged: the record stays as it is
+            conn.executemany(
+                "UPDATE paragraphs SET role = ?, repeat_record = ?, repeat_idx = ?, similarity = ?, estimated = ? "
+                "WHERE pid = ?",
+                [(r[0], r[1], r[2], r[3], d.estimated if d else None, pid)
+                 for r, d, pid in zip(roles, item.decisions, item.pids)],
+            )
+            record = _record_for(item, run)
+            written.append(record)
+            if item.new is None:
+                summary.records_rewritten += 1
+                touched_parts.add(conn.execute("SELECT part FROM articles WHERE record_id = ?",
+                                               (item.record_id,)).fetchone()[0])
+            else:
+                summary.records_written += 1
+                summary.paragraphs += len(item.pids)
+                summary.repeats_flagged += sum(1 for d in item.decisions if d is not None)
+            conn.execute(
+                "INSERT OR REPLACE INTO articles (record_id, path, item, sha256, sort_key, part, run_seq, written_at, "
+                "record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record["id"], record["source"]["path"], record["source"].get("item", -1), record["source"]["sha256"],
+                 item.order[0], new_part, run.run_seq, run.processed_at, dumps(record)),
+            )
+
+        # Parts: the run's new part, and older parts that lost a record to it.
+        if written:
+            write_part_tmp(records_dir, new_part, [dumps(r) for r in written])
+            conn.execute("INSERT OR REPLACE INTO parts VALUES (?, ?, 1)", (new_part, len(written)))
+        for part in sorted(touched_parts - {new_part}):
+            lines = [row[0] for row in conn.execute(
+                "SELECT record FROM articles WHERE part = ? ORDER BY sort_key, path, item", (part,))]
+            if lines:
+                write_part_tmp(records_dir, part, lines)
+            conn.execute("INSERT OR REPLACE INTO parts VALUES (?, ?, 1)", (part, len(lines)))
+
+        _record_files_and_quarantine(conn, outcomes, problems, run, summary)
+        summary.files_seen = plan.seen
+        summary.files_unchanged += plan.unchanged
+        summary.top_passages = _top_passages(conn, [i.record_id for i in new_items])
+        summary.timings["commit"] = round(time.perf_counter() - started, 3)
+        summary.finished_at = utc_now()
+        store.record_run(run.run_seq, run.run_id, summary.started_at, summary.outcome, summary.as_dict())
+
+    # After the commit: move parts into place (repeated by the next run if we die here).
+    with store.transaction():
+        finish_parts(conn, store.processed_dir)
+    write_reports(store, summary)
+    return summary
+
+
+def _record_files_and_quarantine(conn: Any, outcomes: list[FileOutcome], problems: list[Problem],
+                                 run: RunContext, summary: RunSummary) -> None:
+    for o in outcomes:
+        if o.status == "unchanged":
+            conn.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (o.size, o.mtime_ns, o.path))
+            summary.files_unchanged += 1
+            continue
+        previous = conn.execute("SELECT sha256 FROM files WHERE path = ?", (o.path,)).fetchone()
+        if previous is None:
+            summary.files_new += 1
+        elif o.changed:
+            summary.files_changed += 1
+        # New bytes: earlier quarantine entries for this file no longer apply.
+        conn.execute("DELETE FROM quarantine WHERE path = ?", (o.path,))
+        conn.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     (o.path, o.sha256, o.size, o.mtime_ns, o.status, o.reason, run.run_seq, run.processed_at))
+        if o.status == "quarantined":
+            summary.files_quarantined += 1
+            kept = conn.execute("SELECT COUNT(*) FROM articles WHERE path = ?", (o.path,)).fetchone()[0]
+            reason = o.reason or "unreadable"
+            if kept:
+                reason += f" (the {kept} record(s) from its earlier version are kept)"
+            conn.execute("INSERT OR REPLACE INTO quarantine VALUES (?, -1, ?, ?, ?, ?)",
+                         (o.path, o.sha256, reason, run.processed_at, run.run_seq))
+            summary.quarantined.append({"path": o.path, "reason": reason})
+    for p in problems:
+        item = -1 if p.item is None else p.item
+        exists = conn.execute("SELECT reason FROM quarantine WHERE path = ? AND item = ?", (p.path, item)).fetchone()
+        if exists is not None and exists[0] == p.reason:
+            continue  # already reported (a symlink found again on every scan)
+        conn.execute("INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?)",
+                     (p.path, item, p.sha256, p.reason, run.processed_at, run.run_seq))
+        summary.items_quarantined += 1
+        summary.quarantined.append({"path": p.path, "item": p.item, "reason": p.reason})
+
+
+def _top_passages(conn: Any, record_ids: list[str], limit: int = 5) -> list[dict[str, Any]]:
+    """The passages this run's new records repeated most."""
+    if not record_ids:
+        return []
+    marks = ",".join("?" * len(record_ids))
+    rows = conn.execute(
+        f"SELECT repeat_record, repeat_idx, COUNT(*) AS copies FROM paragraphs "
+        f"WHERE record_id IN ({marks}) AND role = 0 GROUP BY repeat_record, repeat_idx "
+        f"ORDER BY copies DESC, repeat_record, repeat_idx LIMIT ?", (*record_ids, limit)).fetchall()
+    out = []
+    for row in rows:
+        first = conn.execute("SELECT record FROM articles WHERE record_id = ?", (row[0],)).fetchone()
+        text = json.loads(first[0])["paragraphs"][row[1]]["text"] if first else ""
+        out.append({"passage": f"{row[0]}:{row[1]}", "copies": row[2], "text": text[:160]})
+    return out
+
+
+def write_reports(store: Store, summary: RunSummary) -> None:
+    """Files a reader without Prefect can open: the last run's summary and the quarantine list."""
+    processed = store.processed_dir
+    write_json_atomic(processed / "last_run.json", summary.as_dict())
+    rows = store.conn.execute("SELECT * FROM quarantine ORDER BY path, item").fetchall()
+    write_json_atomic(processed / "quarantine.jsonl", [
+        {"path": r["path"], "item": None if r["item"] == -1 else r["item"], "sha256": r["sha256"],
+         "reason": r["reason"], "detected_at": r["detected_at"]} for r in rows])
+
+
+# --- all steps, without Prefect ----------------------------------------------------------
+
+
+def new_run_id() -> str:
+    return hashlib.sha256(f"{time.time_ns()}".encode()).hexdigest()[:12]
+
+
+class IngestRun:
+    """One run's lifetime: the writer lock, the store, the summary; steps in between.
+
+    ``with IngestRun(...) as run: run.plan(); run.prepare(group) ...; run.commit(batches)``.
+    The flow wraps each step in a task; ``run_ingest`` calls them directly.
+    """
+
+    def __init__(self, raw_dir: Path, processed_dir: Path, settings: IngestSettings | None = None,
+                 run_id: str | None = None) -> None:
+        self.raw_dir = Path(raw_dir)
+        self.processed_dir = Path(processed_dir)
+        self.settings = settings or IngestSettings()
+        self.run_id = run_id or new_run_id()
+        self._lock = writer_lock(self.processed_dir, self.settings.lock_wait_seconds)
+        self.store: Store
+        self.summary: RunSummary
+
+    def __enter__(self) -> IngestRun:
+        self._lock.__enter__()
+        try:
+            self.store = Store(self.processed_dir, self.settings.dedup)
+            with self.store.transaction():
+                finish_parts(self.store.conn, self.processed_dir)  # repair a run that died after its commit
+            self.summary = RunSummary(self.run_id, self.store.next_run_seq(), utc_now())
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.store.close()
+        finally:
+            self._lock.__exit__(None, None, None)
+
+    def plan(self) -> Plan:
+        t0 = time.perf_counter()
+        plan = plan_run(self.raw_dir, self.store)
+        self.summary.timings["plan"] = round(time.perf_counter() - t0, 3)
+        return plan
+
+    def prepare(self, group: list[PlannedFile]) -> PreparedBatch:
+        t0 = time.perf_counter()
+        batch = prepare_batch(group, self.settings)
+        self.summary.timings["prepare"] = round(self.summary.timings.get("prepare", 0.0) + time.perf_counter() - t0, 3)
+        return batch
+
+    def commit(self, plan: Plan, prepared: list[PreparedBatch]) -> RunSummary:
+        return commit(self.store, prepared, plan, self.summary)
+
+
+def run_ingest(
+    raw_dir: Path,
+    processed_dir: Path,
+    settings: IngestSettings | None = None,
+    run_id: str | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> RunSummary:
+    """Plan, prepare every batch, commit: one whole run under the writer lock, no Prefect."""
+    with IngestRun(raw_dir, processed_dir, settings, run_id) as run:
+        plan = run.plan()
+        groups = list(batches(plan.to_read, run.settings.batch_size))
+        prepared = []
+        for number, group in enumerate(groups, 1):
+            prepared.append(run.prepare(group))
+            if on_batch:
+                on_batch(number, len(groups))
+        return run.commit(plan, prepared)
+
+
+def summary_markdown(summary: RunSummary) -> str:
+    """The run report, as shown in Prefect's UI and printed by ``newsdedup run``."""
+    s = summary
+    lines = [
+        f"# newsdedup ingest run `{s.run_id}` (#{s.run_seq}): {s.outcome}",
+        "",
+        "| files seen | new | changed | unchanged | quarantined | records written | rewritten | paragraphs | repeats |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {s.files_seen} | {s.files_new} | {s.files_changed} | {s.files_unchanged} | "
+        f"{s.files_quarantined + s.items_quarantined} | {s.records_written} | {s.records_rewritten} | "
+        f"{s.paragraphs} | {s.repeats_flagged} |",
+        "",
+        "Timings (s): " + ", ".join(f"{k} {v}" for k, v in s.timings.items()),
+    ]
+    if s.top_passages:
+        lines += ["", "## Most repeated passages in this run", "", "| passage | copies | text |", "|---|---|---|"]
+        lines += [f"| `{p['passage']}` | {p['copies']} | {p['text'].replace('|', '/')[:120]} |" for p in s.top_passages]
+    if s.quarantined:
+        lines += ["", "## Quarantined", ""]
+        lines += [f"- `{q['path']}`" + (f" item {q['item']}" if q.get("item") is not None else "") + f": {q['reason']}"
+                  for q in s.quarantined]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["IngestRun", "IngestSettings", "Plan", "PreparedBatch", "RunSummary", "StateError", "batches", "commit",
+           "plan_run", "prepare_batch", "run_ingest", "summary_markdown"]

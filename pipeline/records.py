@@ -1,0 +1,203 @@
+"""Stage 5: records, their files under processed/, and the consumer's read interface.
+
+The state database holds the current version of every record. For tools that read files
+(DuckDB, pandas, jq) the same records are written as JSON Lines parts under
+``processed/records/``: every current record is in exactly one part, a run writes one new
+part with the records it wrote or rewrote, and older parts that held a rewritten record
+are rewritten without it. Parts are written to a hidden temporary name and renamed into
+place only after the database transaction commits (see ``ingest.commit``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import __version__
+from pipeline.clean import Paragraph
+from pipeline.dedup import RepeatDecision
+from pipeline.metadata import Metadata
+from pipeline.state import StateError, connect
+
+RECORD_SCHEMA_VERSION = 1
+RECORDS_DIR = "records"
+TMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    run_id: str
+    run_seq: int
+    processed_at: str
+
+
+def passage_id(record_id: str, paragraph_index: int) -> str:
+    """A repeated passage is named after its first occurrence."""
+    return f"{record_id}:{paragraph_index}"
+
+
+def build_record(
+    *,
+    record_id: str,
+    path: str,
+    item: int | None,
+    sha256: str,
+    fmt: str,
+    meta: Metadata,
+    paragraphs: list[Paragraph],
+    decisions: list[RepeatDecision | None],
+    extra: dict[str, Any],
+    run: RunContext,
+) -> dict[str, Any]:
+    """The record as consumers see it (see processed/README.md for the contract)."""
+    out_paragraphs = []
+    for index, (para, decision) in enumerate(zip(paragraphs, decisions)):
+        repeat_of = None
+        if decision is not None:
+            repeat_of = {
+                "record": decision.of.record_id,
+                "paragraph": decision.of.index,
+                "passage": passage_id(decision.of.record_id, decision.of.index),
+                "similarity": decision.similarity,
+                "estimated_similarity": decision.estimated,
+            }
+        out_paragraphs.append({"index": index, "kind": para.kind, "text": para.text, "repeat_of": repeat_of})
+    body = [p["text"] for p in out_paragraphs if p["kind"] == "body" and p["repeat_of"] is None]
+    source: dict[str, Any] = {"path": path, "sha256": sha256, "format": fmt}
+    if item is not None:
+        source["item"] = item
+    record: dict[str, Any] = {
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "id": record_id,
+        "source": source,
+        **meta.as_dict(),
+        "paragraphs": out_paragraphs,
+        "text": "\n\n".join(body),
+        "repeats": sum(1 for p in out_paragraphs if p["repeat_of"] is not None),
+        "pipeline": {"version": __version__, "run_id": run.run_id, "processed_at": run.processed_at},
+    }
+    if extra:
+        record["extra"] = extra
+    return record
+
+
+def dumps(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, sort_keys=False)
+
+
+def part_name(run_seq: int) -> str:
+    return f"part-{run_seq:08d}.jsonl"
+
+
+def write_part_tmp(records_dir: Path, name: str, lines: list[str]) -> Path:
+    """Write a part under a hidden temporary name, flushed to disk; renamed later."""
+    records_dir.mkdir(parents=True, exist_ok=True)
+    tmp = records_dir / f"{TMP_PREFIX}{name}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for line in lines:
+            fh.write(line)
+            fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return tmp
+
+
+def finish_parts(conn: sqlite3.Connection, processed_dir: Path) -> None:
+    """Move committed parts into place; drop leftovers of runs that never committed.
+
+    Idempotent: run after every commit and at the start of every run, so a crash between
+    the commit and the renames is repaired by the next run.
+    """
+    records_dir = processed_dir / RECORDS_DIR
+    if not records_dir.exists():
+        return
+    pending = {row[0]: row[1] for row in conn.execute("SELECT name, records FROM parts WHERE pending = 1")}
+    known = {row[0] for row in conn.execute("SELECT name FROM parts")}
+    for name, count in pending.items():
+        tmp = records_dir / f"{TMP_PREFIX}{name}"
+        final = records_dir / name
+        if count == 0:
+            final.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
+        elif tmp.exists():
+            os.replace(tmp, final)
+    _fsync_dir(records_dir)
+    conn.execute("DELETE FROM parts WHERE pending = 1 AND records = 0")
+    conn.execute("UPDATE parts SET pending = 0 WHERE pending = 1")
+    for entry in records_dir.iterdir():
+        name = entry.name
+        if name.startswith(TMP_PREFIX) or (name.endswith(".jsonl") and name not in known):
+            entry.unlink(missing_ok=True)  # from a run that died before committing
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write a small JSON/JSONL file via a temporary file and a rename."""
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        if isinstance(value, list):
+            for item in value:
+                fh.write(json.dumps(item, ensure_ascii=False) + "\n")
+        else:
+            json.dump(value, fh, ensure_ascii=False, indent=2)
+            fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _run_seq_for(conn: sqlite3.Connection, since: str) -> int:
+    row = conn.execute("SELECT seq FROM runs WHERE run_id = ?", (since,)).fetchone()
+    if row is not None:
+        return int(row[0])
+    row = conn.execute(
+        "SELECT COALESCE(MAX(seq), 0) FROM runs WHERE finished_at IS NOT NULL AND finished_at <= ?",
+        (_as_utc_text(since),),
+    ).fetchone()
+    return int(row[0])
+
+
+def _as_utc_text(value: str) -> str:
+    from datetime import datetime, timezone
+
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise StateError(f"--since {value!r} is neither a run id nor an ISO timestamp") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def read_records(processed_dir: str | Path, since: str | None = None) -> Iterator[dict[str, Any]]:
+    """Current records, oldest publication first; with ``since`` (a run id or an ISO
+    timestamp) only those written or rewritten after that run or time.
+
+    Reads one consistent snapshot and never blocks a running flow.
+    """
+    conn = connect(Path(processed_dir), readonly=True)
+    try:
+        conn.execute("BEGIN")  # one snapshot for the whole iteration
+        params: tuple[Any, ...] = ()
+        where = ""
+        if since is not None:
+            where = "WHERE run_seq > ?"
+            params = (_run_seq_for(conn, since),)
+        query = f"SELECT record FROM articles {where} ORDER BY sort_key, path, item"
+        for row in conn.execute(query, params):
+            yield json.loads(row[0])
+        conn.execute("COMMIT")
+    finally:
+        conn.close()

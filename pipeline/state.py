@@ -1,0 +1,222 @@
+"""The persistent state under ``processed/``: one SQLite database, one writer at a time.
+
+Everything a run decides (files seen, records, paragraph sketches, LSH buckets, runs,
+quarantine) is committed in one transaction, so a run killed at any moment leaves either
+the previous state or the new one. SQLite's write-ahead log lets readers
+(``records.read_records``, ``newsdedup status``) read a consistent snapshot while a run
+writes, without blocking it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.dedup import DedupSettings, ParagraphRef
+
+STATE_FILE = "state.sqlite"
+LOCK_FILE = ".lock"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, sha256 TEXT, size INTEGER, mtime_ns INTEGER,
+    status TEXT NOT NULL, reason TEXT, run_seq INTEGER, updated_at TEXT);
+CREATE TABLE IF NOT EXISTS quarantine (
+    path TEXT NOT NULL, item INTEGER NOT NULL DEFAULT -1, sha256 TEXT, reason TEXT NOT NULL,
+    detected_at TEXT NOT NULL, run_seq INTEGER, PRIMARY KEY (path, item));
+CREATE TABLE IF NOT EXISTS articles (
+    record_id TEXT PRIMARY KEY, path TEXT NOT NULL, item INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    sort_key TEXT NOT NULL, part TEXT NOT NULL, run_seq INTEGER NOT NULL, written_at TEXT NOT NULL,
+    record TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS articles_order ON articles (sort_key, path, item);
+CREATE INDEX IF NOT EXISTS articles_path ON articles (path);
+CREATE INDEX IF NOT EXISTS articles_run ON articles (run_seq);
+CREATE INDEX IF NOT EXISTS articles_part ON articles (part);
+CREATE TABLE IF NOT EXISTS paragraphs (
+    pid INTEGER PRIMARY KEY, record_id TEXT NOT NULL, idx INTEGER NOT NULL,
+    shingles BLOB NOT NULL, signature BLOB NOT NULL,
+    role INTEGER NOT NULL,  -- 1 first occurrence (indexed), 0 repeat, -1 too short or a heading
+    repeat_record TEXT, repeat_idx INTEGER, similarity REAL, estimated REAL);
+CREATE INDEX IF NOT EXISTS paragraphs_record ON paragraphs (record_id, idx);
+CREATE INDEX IF NOT EXISTS paragraphs_repeat ON paragraphs (repeat_record, repeat_idx) WHERE repeat_record IS NOT NULL;
+CREATE TABLE IF NOT EXISTS buckets (key INTEGER NOT NULL, pid INTEGER NOT NULL, PRIMARY KEY (key, pid)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS parts (name TEXT PRIMARY KEY, records INTEGER NOT NULL, pending INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
+    outcome TEXT NOT NULL, summary TEXT);
+"""
+
+
+class StateError(Exception):
+    """The state under processed/ cannot be used as asked; the message says why."""
+
+
+class ProcessedDirLocked(StateError):
+    """Another run holds processed/."""
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@contextmanager
+def writer_lock(processed_dir: Path, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Exclusive lock on ``processed/.lock``; the OS drops it when the process dies."""
+    processed_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(processed_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_seconds
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+                    raise ProcessedDirLocked(
+                        f"another newsdedup run is writing to {processed_dir} ({holder or 'pid unknown'}); "
+                        "this run exits without changing anything. Try again when it has finished."
+                    ) from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {utc_now()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def connect(processed_dir: Path, readonly: bool = False) -> sqlite3.Connection:
+    path = Path(processed_dir) / STATE_FILE
+    if readonly:
+        if not path.exists():
+            raise StateError(f"no newsdedup state in {processed_dir} (run `newsdedup run` first)")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    else:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA cache_size=-131072")  # 128 MB page cache
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+class Store:
+    """Read and write access to the state database of one processed/ directory."""
+
+    def __init__(self, processed_dir: Path, settings: DedupSettings) -> None:
+        self.processed_dir = Path(processed_dir)
+        self.settings = settings
+        self.conn = connect(self.processed_dir)
+        self.conn.executescript(_SCHEMA)
+        self._check_settings()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _check_settings(self) -> None:
+        wanted = json.dumps(self.settings.as_dict(), sort_keys=True)
+        row = self.conn.execute("SELECT value FROM meta WHERE key='dedup_settings'").fetchone()
+        if row is None:
+            with self.transaction():
+                self.conn.execute("INSERT INTO meta VALUES ('dedup_settings', ?)", (wanted,))
+                self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif row["value"] != wanted:
+            raise StateError(
+                f"{self.processed_dir} was built with other dedup settings ({row['value']}); "
+                "signatures cannot be mixed. Use a new processed dir to change settings."
+            )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # --- files ---------------------------------------------------------------------
+
+    def known_files(self) -> dict[str, sqlite3.Row]:
+        return {row["path"]: row for row in self.conn.execute("SELECT * FROM files")}
+
+    # --- runs ----------------------------------------------------------------------
+
+    def next_run_seq(self) -> int:
+        row = self.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 AS seq FROM runs").fetchone()
+        return int(row["seq"])
+
+    def record_run(self, seq: int, run_id: str, started_at: str, outcome: str, summary: dict[str, Any]) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+            (seq, run_id, started_at, utc_now(), outcome, json.dumps(summary, sort_keys=True)),
+        )
+
+
+def to_blob(array: np.ndarray) -> bytes:
+    return np.ascontiguousarray(array).tobytes()
+
+
+def shingles_from_blob(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype=np.uint32)
+
+
+def signature_from_blob(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype=np.uint32)
+
+
+class SqliteIndex:
+    """LSH buckets and first-occurrence sketches in the state database (a ``CandidateIndex``).
+
+    Lookups of the paragraphs a run touches are cached for the run; the database holds
+    the rest, so memory stays flat however large the archive grows.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, settings: DedupSettings) -> None:
+        self.conn = conn
+        self.settings = settings
+        self._cache: dict[int, tuple[ParagraphRef, np.ndarray, np.ndarray]] = {}
+        self._pending: dict[int, list[int]] = {}
+
+    def candidates(self, keys: np.ndarray) -> Iterable[int]:
+        key_list = keys.tolist()
+        marks = ",".join("?" * len(key_list))
+        found = {row[0] for row in self.conn.execute(f"SELECT pid FROM buckets WHERE key IN ({marks})", key_list)}
+        return found
+
+    def add(self, pid: int, keys: np.ndarray) -> None:
+        self.conn.executemany("INSERT OR IGNORE INTO buckets VALUES (?, ?)", [(k, pid) for k in keys.tolist()])
+
+    def remove(self, pid: int, keys: np.ndarray) -> None:
+        self.conn.executemany("DELETE FROM buckets WHERE key = ? AND pid = ?", [(k, pid) for k in keys.tolist()])
+
+    def put(self, pid: int, ref: ParagraphRef, shingles: np.ndarray, signature: np.ndarray) -> None:
+        self._cache[pid] = (ref, shingles, signature)
+
+    def lookup(self, pid: int) -> tuple[ParagraphRef, np.ndarray, np.ndarray]:
+        hit = self._cache.get(pid)
+        if hit is not None:
+            return hit
+        row = self.conn.execute(
+            "SELECT p.record_id, p.idx, p.shingles, p.signature, a.sort_key, a.path, a.item "
+            "FROM paragraphs p JOIN articles a ON a.record_id = p.record_id WHERE p.pid = ?",
+            (pid,),
+        ).fetchone()
+        if row is None:
+            raise StateError(f"index refers to paragraph {pid}, which is not in the state database")
+        ref = ParagraphRef(row["record_id"], row["idx"], (row["sort_key"], row["path"], row["item"], row["idx"]))
+        hit = (ref, shingles_from_blob(row["shingles"]), signature_from_blob(row["signature"]))
+        self._cache[pid] = hit
+        return hit

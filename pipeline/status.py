@@ -1,0 +1,70 @@
+"""What a processed/ directory holds, read from its state without blocking a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.read import scan_raw
+from pipeline.state import connect
+
+
+def collect_status(processed_dir: Path, raw_dir: Path | None = None) -> dict[str, Any]:
+    conn = connect(processed_dir, readonly=True)
+    try:
+        conn.execute("BEGIN")
+        one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+        status: dict[str, Any] = {
+            "processed_dir": str(processed_dir),
+            "files_processed": one("SELECT COUNT(*) FROM files WHERE status = 'ok'"),
+            "files_quarantined": one("SELECT COUNT(*) FROM files WHERE status = 'quarantined'"),
+            "quarantine_entries": one("SELECT COUNT(*) FROM quarantine"),
+            "records": one("SELECT COUNT(*) FROM articles"),
+            "paragraphs": one("SELECT COUNT(*) FROM paragraphs"),
+            "paragraphs_indexed": one("SELECT COUNT(*) FROM paragraphs WHERE role = 1"),
+            "repeats": one("SELECT COUNT(*) FROM paragraphs WHERE role = 0"),
+            "passages": one("SELECT COUNT(*) FROM (SELECT DISTINCT repeat_record, repeat_idx FROM paragraphs "
+                            "WHERE role = 0)"),
+            "runs": one("SELECT COUNT(*) FROM runs"),
+        }
+        last = conn.execute("SELECT * FROM runs ORDER BY seq DESC LIMIT 1").fetchone()
+        if last is not None:
+            summary = json.loads(last["summary"] or "{}")
+            status["last_run"] = {
+                "run_id": last["run_id"], "seq": last["seq"], "started_at": last["started_at"],
+                "finished_at": last["finished_at"], "outcome": last["outcome"],
+                "records_written": summary.get("records_written"), "records_rewritten": summary.get("records_rewritten"),
+                "repeats_flagged": summary.get("repeats_flagged"),
+            }
+        else:
+            status["last_run"] = None
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    if raw_dir is not None:
+        entries, _ = scan_raw(raw_dir)
+        status["raw_files"] = len(entries)
+    return status
+
+
+def format_status(status: dict[str, Any]) -> str:
+    lines = [
+        f"processed dir:      {status['processed_dir']}",
+        f"files processed:    {status['files_processed']}",
+        f"files quarantined:  {status['files_quarantined']} ({status['quarantine_entries']} quarantine entries)",
+        f"records:            {status['records']}",
+        f"paragraphs:         {status['paragraphs']} ({status['paragraphs_indexed']} indexed as first occurrences)",
+        f"repeats flagged:    {status['repeats']} of {status['passages']} repeated passages",
+        f"runs:               {status['runs']}",
+    ]
+    if "raw_files" in status:
+        lines.append(f"raw files now:      {status['raw_files']}")
+    last = status.get("last_run")
+    if last:
+        lines.append(f"last run:           #{last['seq']} {last['run_id']} {last['outcome']} at {last['finished_at']} "
+                     f"({last['records_written']} written, {last['records_rewritten']} rewritten, "
+                     f"{last['repeats_flagged']} repeats)")
+    else:
+        lines.append("last run:           none")
+    return "\n".join(lines)
