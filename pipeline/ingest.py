@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -43,8 +45,8 @@ from pipeline.records import (
 )
 from pipeline.state import (
     SqliteIndex,
-    Store,
     StateError,
+    Store,
     shingles_from_blob,
     signature_from_blob,
     to_blob,
@@ -53,6 +55,13 @@ from pipeline.state import (
 )
 
 UNDATED = "~"  # sorts after every ISO date: undated articles come last
+CRASH_ENV = "NEWSDEDUP_CRASH_AT"
+
+
+def _crash_point(name: str) -> None:
+    """Crash-safety tests SIGKILL a real run here (env NEWSDEDUP_CRASH_AT=name); no-op otherwise."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -214,7 +223,7 @@ def _sketch(articles: list[PreparedArticle], settings: DedupSettings) -> None:
     for article in articles:
         n = len(article.paragraphs)
         article.sketches = sketches[position : position + n]
-        for para, sketch in zip(article.paragraphs, article.sketches):
+        for para, sketch in zip(article.paragraphs, article.sketches, strict=False):
             if para.kind != "body":
                 sketch.eligible = False  # sub-headings are short labels, not passages
         position += n
@@ -312,6 +321,7 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
     new_part = part_name(run.run_seq)
     records_dir = store.processed_dir / RECORDS_DIR
 
+    _crash_point("before-commit")
     with store.transaction():
         # Files whose new bytes parsed replace every record they held before.
         replaced_paths = sorted({o.path for o in outcomes if o.status == "ok" and o.changed})
@@ -334,7 +344,7 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
         # Take the tail and the replaced articles out of the index; the tail is decided again.
         for item in removed + tail:
             assert item.roles_before is not None
-            for pid, sketch, before in zip(item.pids, item.sketches, item.roles_before):
+            for pid, sketch, before in zip(item.pids, item.sketches, item.roles_before, strict=False):
                 if before[0] == 1:
                     index.remove(pid, sketch.keys)
         for item in removed:
@@ -355,7 +365,7 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
         finder = RepeatFinder(index, settings)
         for item in sorted(new_items + tail, key=lambda i: i.order):
             item.decisions = []
-            for idx, (pid, sketch) in enumerate(zip(item.pids, item.sketches)):
+            for idx, (pid, sketch) in enumerate(zip(item.pids, item.sketches, strict=False)):
                 ref = ParagraphRef(item.record_id, idx, (*item.order, idx))
                 index.put(pid, ref, sketch.shingles, sketch.signature)
                 decision = finder.find(ref, sketch.shingles, sketch.signature, sketch.keys) if sketch.eligible else None
@@ -370,7 +380,7 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
                 (-1, None, None, None) if not sketch.eligible
                 else (1, None, None, None) if d is None
                 else (0, d.of.record_id, d.of.index, d.similarity)
-                for sketch, d in zip(item.sketches, item.decisions)
+                for sketch, d in zip(item.sketches, item.decisions, strict=False)
             ]
             if item.new is None and roles == item.roles_before:
                 continue  # decisions unchanged: the record stays as it is
@@ -378,7 +388,7 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
                 "UPDATE paragraphs SET role = ?, repeat_record = ?, repeat_idx = ?, similarity = ?, estimated = ? "
                 "WHERE pid = ?",
                 [(r[0], r[1], r[2], r[3], d.estimated if d else None, pid)
-                 for r, d, pid in zip(roles, item.decisions, item.pids)],
+                 for r, d, pid in zip(roles, item.decisions, item.pids, strict=False)],
             )
             record = _record_for(item, run)
             written.append(record)
@@ -415,10 +425,13 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
         summary.timings["commit"] = round(time.perf_counter() - started, 3)
         summary.finished_at = utc_now()
         store.record_run(run.run_seq, run.run_id, summary.started_at, summary.outcome, summary.as_dict())
+        _crash_point("parts-written")
 
     # After the commit: move parts into place (repeated by the next run if we die here).
+    _crash_point("committed")
     with store.transaction():
         finish_parts(conn, store.processed_dir)
+    _crash_point("parts-renamed")
     write_reports(store, summary)
     return summary
 

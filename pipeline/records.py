@@ -27,6 +27,8 @@ from pipeline.state import StateError, connect
 RECORD_SCHEMA_VERSION = 1
 RECORDS_DIR = "records"
 TMP_PREFIX = ".tmp-"
+# A repeat's "span" is [start, end) in code points of this join of all paragraphs' texts.
+FULL_TEXT_SEPARATOR = "\n\n"
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ def build_record(
 ) -> dict[str, Any]:
     """The record as consumers see it (see processed/README.md for the contract)."""
     out_paragraphs = []
-    for index, (para, decision) in enumerate(zip(paragraphs, decisions)):
+    offset = 0  # where the paragraph starts in FULL_TEXT_SEPARATOR.join(every paragraph's text)
+    for index, (para, decision) in enumerate(zip(paragraphs, decisions, strict=False)):
         repeat_of = None
         if decision is not None:
             repeat_of = {
@@ -65,8 +68,10 @@ def build_record(
                 "passage": passage_id(decision.of.record_id, decision.of.index),
                 "similarity": decision.similarity,
                 "estimated_similarity": decision.estimated,
+                "span": [offset, offset + len(para.text)],
             }
         out_paragraphs.append({"index": index, "kind": para.kind, "text": para.text, "repeat_of": repeat_of})
+        offset += len(para.text) + len(FULL_TEXT_SEPARATOR)
     body = [p["text"] for p in out_paragraphs if p["kind"] == "body" and p["repeat_of"] is None]
     source: dict[str, Any] = {"path": path, "sha256": sha256, "format": fmt}
     if item is not None:

@@ -34,7 +34,8 @@ def collect_status(processed_dir: Path, raw_dir: Path | None = None) -> dict[str
             status["last_run"] = {
                 "run_id": last["run_id"], "seq": last["seq"], "started_at": last["started_at"],
                 "finished_at": last["finished_at"], "outcome": last["outcome"],
-                "records_written": summary.get("records_written"), "records_rewritten": summary.get("records_rewritten"),
+                "records_written": summary.get("records_written"),
+                "records_rewritten": summary.get("records_rewritten"),
                 "repeats_flagged": summary.get("repeats_flagged"),
             }
         else:

@@ -1,0 +1,285 @@
+"""pipeline.ingest end to end without Prefect: the seeds, reruns, order, crashes, locks, bad input."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.ingest import CRASH_ENV, IngestSettings, record_id_for, run_ingest
+from pipeline.records import RECORDS_DIR, read_records
+from pipeline.state import ProcessedDirLocked, writer_lock
+from tests.conftest import ROOT, SEED_FILES
+
+SEED = {name[:3]: name for name in SEED_FILES}
+EXPECTED_REPEATS = {  # EXPECTED.md: (article, paragraph start) -> paragraph start in 000
+    ("002", "Armenian Armed Forces launched a large-scale"): "Armenian armed forces launched a large-scale",
+    ("002", "The conflict between the two South Caucasus"): "The conflict between the two South Caucasus",
+    ("002", "The 1994 ceasefire agreement was followed"): "The 1994 ceasefire agreement was followed",
+    ("004", "Back in July 2020, the Armenian Armed Forces"): "Back in July 2020, Armenian Armed Forces",
+    ("004", "The conflict between the two South Caucasus"): "The conflict between the two South Caucasus",
+    ("004", "The 1994 ceasefire agreement was followed"): "The 1994 ceasefire agreement was followed",
+}
+EXPECTED_METADATA = {
+    "000": {"title": None, "published": "2020-09-28", "author": None, "outlet": None, "section": None,
+            "dateline": "BAKU, Azerbaijan"},
+    "001": {"title": "Azerbaijan Liberates Several Villages Within Counteroffensive Measures In Karabakh",
+            "published": "2020-09-27", "author": "Orkhan Jalilov", "outlet": None, "section": "Feature",
+            "dateline": None},
+    "002": {"title": "Azerbaijani army seized great victory, Turkish Defense Ministry says",
+            "published": "2020-10-10T15:09:00+04:00", "author": None, "outlet": "Trend", "section": "Politics",
+            "dateline": "BAKU, Azerbaijan"},
+    "003": {"title": None, "published": None, "author": None, "outlet": None, "section": None, "dateline": None},
+    "004": {"title": None, "published": "2020-10-28", "author": None, "outlet": "Trend", "section": None,
+            "dateline": None},
+}
+
+
+def by_article(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["source"]["path"][:3]: r for r in records}
+
+
+def stable(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records without what legitimately differs between runs (run ids, timestamps)."""
+    out = []
+    for r in records:
+        r = json.loads(json.dumps(r))
+        r.pop("pipeline")
+        out.append(r)
+    return sorted(out, key=lambda r: r["id"])
+
+
+def part_records(processed: Path) -> list[dict[str, Any]]:
+    lines = []
+    for part in sorted((processed / RECORDS_DIR).glob("*.jsonl")):
+        lines += [json.loads(line) for line in part.read_text().splitlines()]
+    return lines
+
+
+def test_seeds_exactly_the_expected_repeats_and_metadata(seed_raw: Path, tmp_path: Path) -> None:
+    processed = tmp_path / "processed"
+    summary = run_ingest(seed_raw, processed)
+    assert (summary.records_written, summary.repeats_flagged, summary.files_quarantined) == (5, 6, 0)
+    records = by_article(list(read_records(processed)))
+    first = records["000"]
+    flagged = set()
+    for name, record in records.items():
+        for p in record["paragraphs"]:
+            if p["repeat_of"] is not None:
+                target = p["repeat_of"]
+                assert target["record"] == first["id"]
+                target_text = first["paragraphs"][target["paragraph"]]["text"]
+                matches = [key for key, start in EXPECTED_REPEATS.items()
+                           if key[0] == name and p["text"].startswith(key[1]) and target_text.startswith(start)]
+                assert len(matches) == 1, (name, p["text"][:60])
+                flagged.add(matches[0])
+    assert flagged == set(EXPECTED_REPEATS)
+    for name, expected in EXPECTED_METADATA.items():
+        got = {k: records[name][k] for k in expected}
+        assert got == expected, name
+        assert records[name]["language"] == "en"
+    # text is the body without the repeats; paragraphs keep everything, flagged
+    r002 = records["002"]
+    assert "The 1994 ceasefire agreement" not in r002["text"]
+    assert "Azerbaijani army has seized great victory" in r002["text"]
+    assert len(r002["paragraphs"]) == 9
+    # furniture never reaches the body
+    all_text = "\n".join(p["text"] for r in records.values() for p in r["paragraphs"])
+    for furniture in ("READ MORE", "Discussion about this post", "Trend:\n", "Orkhan Jalilov Feature", "date 2020"):
+        assert furniture not in all_text
+    # the files on disk hold the same current records, each once
+    assert stable(part_records(processed)) == stable(list(read_records(processed)))
+
+
+def test_ids_are_stable_across_reruns(seed_raw: Path, tmp_path: Path) -> None:
+    run_ingest(seed_raw, tmp_path / "a")
+    run_ingest(seed_raw, tmp_path / "b")
+    assert stable(list(read_records(tmp_path / "a"))) == stable(list(read_records(tmp_path / "b")))
+    assert {r["id"] for r in read_records(tmp_path / "a")} == {record_id_for(n, None) for n in SEED_FILES}
+
+
+def test_rerun_with_nothing_new_writes_nothing(seed_raw: Path, tmp_path: Path) -> None:
+    processed = tmp_path / "processed"
+    run_ingest(seed_raw, processed)
+    parts_before = {p.name: p.stat().st_mtime_ns for p in (processed / RECORDS_DIR).iterdir()}
+    os.utime(seed_raw / SEED["000"])  # touched, same bytes
+    summary = run_ingest(seed_raw, processed)
+    assert (summary.records_written, summary.records_rewritten, summary.files_unchanged) == (0, 0, 5)
+    assert {p.name: p.stat().st_mtime_ns for p in (processed / RECORDS_DIR).iterdir()} == parts_before
+
+
+@pytest.mark.parametrize("order", [
+    ["004", "003", "002", "001", "000"],
+    ["002", "000", "004", "001", "003"],
+    ["003", "004", "000", "002", "001"],
+])
+def test_one_file_per_run_in_any_order_equals_one_run(seed_raw: Path, tmp_path: Path, order: list[str]) -> None:
+    whole = tmp_path / "whole"
+    run_ingest(seed_raw, whole)
+    raw = tmp_path / "arriving"
+    raw.mkdir()
+    processed = tmp_path / "incremental"
+    for name in order:
+        shutil.copy2(seed_raw / SEED[name], raw / SEED[name])
+        run_ingest(raw, processed)
+    assert stable(list(read_records(processed))) == stable(list(read_records(whole)))
+    assert stable(part_records(processed)) == stable(list(read_records(whole)))
+
+
+def test_late_earlier_article_becomes_first_and_rewrites(seed_raw: Path, tmp_path: Path) -> None:
+    raw = tmp_path / "late"
+    raw.mkdir()
+    for name in ("002", "004"):
+        shutil.copy2(seed_raw / SEED[name], raw / SEED[name])
+    processed = tmp_path / "processed"
+    run_ingest(raw, processed)
+    before = by_article(list(read_records(processed)))
+    assert sum(1 for p in before["004"]["paragraphs"] if p["repeat_of"]) == 2  # of 002, for now
+    shutil.copy2(seed_raw / SEED["000"], raw / SEED["000"])
+    summary = run_ingest(raw, processed)
+    assert (summary.records_written, summary.records_rewritten) == (1, 2)
+    after = by_article(list(read_records(processed)))
+    targets = {p["repeat_of"]["record"] for r in ("002", "004") for p in after[r]["paragraphs"] if p["repeat_of"]}
+    assert targets == {after["000"]["id"]}
+
+
+def test_changed_file_supersedes_its_record(seed_raw: Path, tmp_path: Path) -> None:
+    processed = tmp_path / "processed"
+    run_ingest(seed_raw, processed)
+    path = seed_raw / SEED["002"]
+    path.write_text(path.read_text().replace("great victory", "a great victory"))
+    summary = run_ingest(seed_raw, processed)
+    assert (summary.files_changed, summary.records_written) == (1, 1)
+    records = list(read_records(processed))
+    assert len(records) == 5 and len({r["id"] for r in records}) == 5
+    assert "a great victory" in by_article(records)["002"]["title"]
+    assert stable(part_records(processed)) == stable(records)
+
+
+def test_empty_binary_and_bad_files_are_quarantined_and_the_run_goes_on(seed_raw: Path, tmp_path: Path) -> None:
+    (seed_raw / "empty.txt").write_bytes(b"")
+    (seed_raw / "image.txt").write_bytes(bytes(range(256)) * 20)
+    (seed_raw / "broken.json").write_text('{"title": "x", "text": ')
+    (seed_raw / "notes.docx").write_bytes(b"PK\x03\x04")
+    os.symlink("/etc/passwd", seed_raw / "escape.txt")
+    processed = tmp_path / "processed"
+    summary = run_ingest(seed_raw, processed, IngestSettings(max_file_bytes=1_000_000))
+    assert summary.records_written == 5
+    lines = (processed / "quarantine.jsonl").read_text().splitlines()
+    quarantine = {q["path"]: q["reason"] for q in map(json.loads, lines)}
+    assert quarantine["empty.txt"] == "empty file"
+    assert quarantine["image.txt"].startswith(("binary content", "undecodable"))
+    assert quarantine["broken.json"].startswith("malformed JSON")
+    assert quarantine["notes.docx"].startswith("unsupported file type")
+    assert quarantine["escape.txt"].startswith("symlink not followed")
+    assert (seed_raw / "empty.txt").exists() and os.path.islink(seed_raw / "escape.txt")  # raw is never touched
+    # fixing the file (new bytes) makes the next run pick it up
+    (seed_raw / "broken.json").write_text(json.dumps({"title": "Fixed", "text": "A fixed article body with words."}))
+    summary = run_ingest(seed_raw, processed)
+    assert summary.records_written == 1
+    quarantine = [json.loads(line)["path"] for line in (processed / "quarantine.jsonl").read_text().splitlines()]
+    assert "broken.json" not in quarantine and "empty.txt" in quarantine
+
+
+def test_oversized_file_is_quarantined(seed_raw: Path, tmp_path: Path) -> None:
+    (seed_raw / "huge.txt").write_text("word " * 5000)
+    summary = run_ingest(seed_raw, tmp_path / "p", IngestSettings(max_file_bytes=10_000))
+    assert summary.files_quarantined == 1
+    assert "too large" in summary.quarantined[0]["reason"]
+
+
+def test_second_writer_is_refused_with_a_clear_message(seed_raw: Path, tmp_path: Path) -> None:
+    processed = tmp_path / "processed"
+    with writer_lock(processed):
+        with pytest.raises(ProcessedDirLocked, match="another newsdedup run"):
+            run_ingest(seed_raw, processed)
+    # a waiting run proceeds once the first lets go
+    release = threading.Event()
+
+    def hold() -> None:
+        with writer_lock(processed):
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        threading.Timer(0.5, release.set).start()
+        summary = run_ingest(seed_raw, processed, IngestSettings(lock_wait_seconds=30))
+    finally:
+        holder.join()
+    assert summary.records_written == 5
+
+
+_RUN_SCRIPT = "import sys; from pipeline.ingest import run_ingest; run_ingest(sys.argv[1], sys.argv[2])"
+
+
+def _run_subprocess(raw: Path, processed: Path, crash_at: str | None) -> int:
+    env = dict(os.environ)
+    env.pop(CRASH_ENV, None)
+    if crash_at:
+        env[CRASH_ENV] = crash_at
+    proc = subprocess.run([sys.executable, "-c", _RUN_SCRIPT, str(raw), str(processed)], cwd=ROOT, env=env,
+                          timeout=120)
+    return proc.returncode
+
+
+@pytest.mark.parametrize("crash_at", ["before-commit", "parts-written", "committed", "parts-renamed"])
+def test_sigkill_at_any_point_then_rerun_gives_the_same_records(seed_raw: Path, tmp_path: Path,
+                                                                crash_at: str) -> None:
+    reference = tmp_path / "reference"
+    run_ingest(seed_raw, reference)
+    raw = tmp_path / "raw2"
+    raw.mkdir()
+    for name in ("000", "003"):
+        shutil.copy2(seed_raw / SEED[name], raw / SEED[name])
+    processed = tmp_path / "processed"
+    assert _run_subprocess(raw, processed, None) == 0
+    for name in ("001", "002", "004"):
+        shutil.copy2(seed_raw / SEED[name], raw / SEED[name])
+    assert _run_subprocess(raw, processed, crash_at) == -signal.SIGKILL
+    # No reader sees a partial file: only complete parts match the consumer's glob.
+    for part in (processed / RECORDS_DIR).glob("*.jsonl"):
+        for line in part.read_text().splitlines():
+            json.loads(line)
+    assert _run_subprocess(raw, processed, None) == 0
+    assert stable(list(read_records(processed))) == stable(list(read_records(reference)))
+    assert stable(part_records(processed)) == stable(list(read_records(reference)))
+    assert not list((processed / RECORDS_DIR).glob(".tmp-*"))
+
+
+def test_jsonl_articles_get_one_record_each(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rows = [{"title": f"Story {i}", "text": f"Body number {i} of the export, with several words in it.",
+             "date": "2021-03-0" + str(i + 1), "source": "Example Wire", "tags": ["x"]} for i in range(3)]
+    (raw / "export.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
+    summary = run_ingest(raw, tmp_path / "p")
+    assert summary.records_written == 3 and summary.items_quarantined == 1
+    records = list(read_records(tmp_path / "p"))
+    assert [r["title"] for r in records] == ["Story 0", "Story 1", "Story 2"]
+    assert [r["source"]["item"] for r in records] == [0, 1, 2]
+    assert records[0]["outlet"] == "Example Wire" and records[0]["extra"] == {"tags": ["x"]}
+
+
+def test_orders_are_total(seed_raw: Path, tmp_path: Path) -> None:
+    """Every permutation of arrival for three articles that share passages gives one result."""
+    names = ["000", "002", "004"]
+    results = []
+    for perm in itertools.permutations(names):
+        raw = tmp_path / "-".join(perm) / "raw"
+        raw.mkdir(parents=True)
+        processed = raw.parent / "processed"
+        for name in perm:
+            shutil.copy2(seed_raw / SEED[name], raw / SEED[name])
+            run_ingest(raw, processed)
+        results.append(stable(list(read_records(processed))))
+    assert all(r == results[0] for r in results)
