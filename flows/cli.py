@@ -9,9 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.records import read_records
+from pipeline.records import check_fields, iter_record_lines, read_records
 from pipeline.state import StateError
-from pipeline.status import collect_status, format_status
 
 # Embedded Prefect: a slow first start on a busy machine must not time out, and an
 # offline machine must not log telemetry errors. Users' own settings win.
@@ -43,17 +42,83 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage_error(message: object) -> int:
+    print(f"newsdedup: {message}", file=sys.stderr)
+    return 2
+
+
 def cmd_records(args: argparse.Namespace) -> int:
+    fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
+    try:
+        check_fields(fields)
+    except ValueError as exc:
+        return _usage_error(exc)
     out = sys.stdout
-    for record in read_records(args.processed_dir):
-        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    if fields or args.strip_repeats:
+        for record in read_records(args.processed_dir, args.since, fields=fields, strip_repeats=args.strip_repeats):
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    else:  # the stored lines as they are: the same bytes as the part files, no re-encoding
+        for line in iter_record_lines(args.processed_dir, args.since):
+            out.write(line + "\n")
+    return 0
+
+
+def cmd_passages(args: argparse.Namespace) -> int:
+    from pipeline.catalog import read_passages
+
+    out = sys.stdout
+    for passage in read_passages(args.processed_dir, occurrences=args.occurrences):
+        out.write(json.dumps(passage, ensure_ascii=False) + "\n")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pipeline.export import export_records
+
+    try:
+        count = export_records(args.processed_dir, args.format, args.out, since=args.since)
+    except (ValueError, RuntimeError) as exc:
+        return _usage_error(exc)
+    if args.out != "-":
+        print(f"newsdedup: exported {count} record(s) to {args.out} ({args.format})", file=sys.stderr)
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from pipeline.status import collect_status, format_status  # imports the reader stack: only when asked
+
     status = collect_status(Path(args.processed_dir), Path(args.raw_dir) if args.raw_dir else None)
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.serve import serve  # no Prefect import until serve starts
+
+    return serve(raw_dir=args.raw_dir, processed_dir=args.processed_dir, name=args.name, cron=args.cron,
+                 interval=args.interval, timezone=args.timezone, port=args.port,
+                 lock_wait_seconds=args.lock_wait, on_collision=args.on_collision)
+
+
+def _parameter(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value  # a plain string
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from flows.serve import trigger
+
+    parameters = dict(args.param or [])
+    if args.raw_dir:
+        parameters["raw_dir"] = str(Path(args.raw_dir).resolve())
+    if args.processed_dir:
+        parameters["processed_dir"] = str(Path(args.processed_dir).resolve())
+    return trigger(name=args.name, parameters=parameters, wait=args.wait, timeout=args.timeout)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,15 +132,63 @@ def build_parser() -> argparse.ArgumentParser:
                      help="if another run holds processed/, wait this long for it instead of exiting")
     run.set_defaults(func=cmd_run)
 
-    records = sub.add_parser("records", help="print every current record as JSON Lines")
+    records = sub.add_parser("records", help="print every current record as JSON Lines (processed/README.md)")
     records.add_argument("processed_dir", nargs="?", default="processed", metavar="PROCESSED_DIR")
+    records.add_argument("--since", metavar="RUN_ID|TIMESTAMP",
+                         help="only records written or rewritten after this run (id) or ISO time (UTC if no offset)")
+    records.add_argument("--fields", metavar="a,b,...", help="only these top-level fields, e.g. id,title,text")
+    records.add_argument("--strip-repeats", dest="strip_repeats", action="store_true", default=False,
+                         help="leave the flagged (repeated) paragraphs out of 'paragraphs'")
+    records.add_argument("--keep-repeats", dest="strip_repeats", action="store_false",
+                         help="keep every paragraph with its flag (the default)")
     records.set_defaults(func=cmd_records)
+
+    passages = sub.add_parser("passages", help="print the repeated passages (the passage catalog) as JSON Lines")
+    passages.add_argument("processed_dir", nargs="?", default="processed", metavar="PROCESSED_DIR")
+    passages.add_argument("--occurrences", action="store_true", help="also list every repeat of each passage")
+    passages.set_defaults(func=cmd_passages)
+
+    export = sub.add_parser("export", help="write a snapshot of the current records to one file")
+    export.add_argument("processed_dir", nargs="?", default="processed", metavar="PROCESSED_DIR")
+    export.add_argument("--format", choices=("jsonl", "parquet", "csv"), default="jsonl")
+    export.add_argument("--out", required=True, metavar="PATH", help="file to write ('-' for stdout: jsonl, csv)")
+    export.add_argument("--since", metavar="RUN_ID|TIMESTAMP", help="only records written after this run or time")
+    export.set_defaults(func=cmd_export)
 
     status = sub.add_parser("status", help="what the processed dir holds and how the last run went")
     status.add_argument("processed_dir", nargs="?", default="processed", metavar="PROCESSED_DIR")
     status.add_argument("--raw-dir", default=None, help="also count raw files not processed yet")
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
     status.set_defaults(func=cmd_status)
+
+    serve = sub.add_parser("serve", help="run the ingest flow on a schedule: a local Prefect server and the "
+                                         "'ingest/newsdedup' deployment (Ctrl-C stops both)")
+    serve.add_argument("--raw-dir", default="raw")
+    serve.add_argument("--processed-dir", default="processed")
+    serve.add_argument("--name", default="newsdedup", help="deployment name (default: newsdedup)")
+    when = serve.add_mutually_exclusive_group()
+    when.add_argument("--interval", type=float, metavar="SECONDS", help="run every SECONDS (default: 900)")
+    when.add_argument("--cron", metavar="EXPR", help="run on a cron schedule instead, e.g. '*/10 * * * *'")
+    serve.add_argument("--timezone", metavar="TZ", help="time zone of the schedule, e.g. Europe/Berlin (default UTC)")
+    serve.add_argument("--port", type=int, default=4200,
+                       help="port of the Prefect server started on 127.0.0.1 (default 4200; ignored when "
+                            "PREFECT_API_URL is set: then that server is used and none is started)")
+    serve.add_argument("--lock-wait", type=float, default=300.0, metavar="SECONDS",
+                       help="a run finding processed/ locked (e.g. by `newsdedup run`) waits this long (default 300)")
+    serve.add_argument("--on-collision", choices=("enqueue", "cancel"), default="enqueue",
+                       help="a run started while another runs: waits for it (enqueue, default) or is cancelled")
+    serve.set_defaults(func=cmd_serve)
+
+    trigger = sub.add_parser("trigger", help="start a run of the served deployment now")
+    trigger.add_argument("--name", default="newsdedup", help="deployment name (default: newsdedup)")
+    trigger.add_argument("--raw-dir", default=None, help="override the deployment's raw dir for this run")
+    trigger.add_argument("--processed-dir", default=None, help="override the deployment's processed dir")
+    trigger.add_argument("-p", "--param", action="append", type=_parameter, metavar="KEY=VALUE",
+                         help="another flow parameter for this run (JSON value or string), repeatable")
+    trigger.add_argument("--wait", action="store_true", help="wait for the run; exit non-zero unless it completed")
+    trigger.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
+                         help="with --wait: give up after this long (exit 4; default 3600)")
+    trigger.set_defaults(func=cmd_trigger)
     return parser
 
 

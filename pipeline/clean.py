@@ -47,7 +47,8 @@ LINK_LINE_RE = re.compile(
 )
 TRAILER_RE = re.compile(
     r"^(?:Discussion about this post|Comments?|\d+ Comments?|Leave a (?:comment|reply)|Share this(?: article| post)?:?|"
-    r"Share on (?:Facebook|Twitter|X|LinkedIn|WhatsApp)|Advertisement|ADVERTISEMENT|Sponsored|Related (?:posts|articles|news)|"
+    r"Share on (?:Facebook|Twitter|X|LinkedIn|WhatsApp)|Advertisement|ADVERTISEMENT|Sponsored|"
+    r"Related (?:posts|articles|news)|"
     r"Follow us on [\w ,&]{1,40}|Subscribe to [\w ]{1,40}|Sign up for [\w ]{1,40}|Tags?:.{0,200}|"
     r"Print|Email|Back to top|Load more|Click here to [\w ]{1,40})\.?$",
     re.IGNORECASE,
@@ -63,7 +64,10 @@ SECTIONS = {
     "society", "sport", "sports", "technology", "tech", "travel", "world", "nation", "security", "diplomacy",
 }
 _SENTENCE_END = tuple('.!?…:;,"”’\')»')
-_SPACE_RE = re.compile(r"[ \t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+")
+# Runs of two or more spaces of any kind, or one odd space: a lone plain space is left alone,
+# which keeps the substitution cheap on ordinary text.
+_ODD_SPACES = r"\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
+_SPACE_RE = re.compile(rf"[ {_ODD_SPACES}]{{2,}}|[{_ODD_SPACES}]")
 _ZERO_WIDTH_RE = re.compile(r"[\u200b\u2060\ufeff]")
 _HEADER_BLOCKS = 6  # furniture like bylines only counts near the top
 
@@ -92,9 +96,8 @@ class CleanDocument:
 def normalize(text: str) -> str:
     """NFC, odd spaces to plain spaces, zero-width marks dropped, whitespace collapsed per line."""
     text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
-    text = _ZERO_WIDTH_RE.sub("", text)
-    lines = (_SPACE_RE.sub(" ", line).strip() for line in text.split("\n"))
-    return "\n".join(lines)
+    text = _SPACE_RE.sub(" ", _ZERO_WIDTH_RE.sub("", text))  # _SPACE_RE spares newlines
+    return "\n".join(line.strip() for line in text.split("\n"))
 
 
 def split_blocks(text: str) -> list[list[str]]:
@@ -222,14 +225,15 @@ def clean_document(doc: Document) -> CleanDocument:
         if not blocks[0]:
             blocks.pop(0)
             kinds.pop(0)
-    elif blocks and doc.blocks is None and not title and _looks_like_title(blocks[0], blocks):
+    elif (blocks and doc.blocks is None and not title and _looks_like_title(blocks[0], blocks)
+          and _classify_header_line(blocks[0][0], None) is None):  # a dateline or byline is not a title
         title = blocks[0][0]
         furniture.append(Furniture("title", title, {"title": title}))
         blocks.pop(0)
         kinds.pop(0)
 
     paragraphs: list[Paragraph] = []
-    for position, (block, preset_kind) in enumerate(zip(blocks, kinds)):
+    for position, (block, preset_kind) in enumerate(zip(blocks, kinds, strict=True)):
         kept: list[str] = []
         in_header = position < _HEADER_BLOCKS and not any(p.kind == "body" for p in paragraphs)
         for line in block:

@@ -161,10 +161,7 @@ def _xml_blocks(parent: Any, out: BlockList) -> None:
         ):
             _xml_blocks(child, out)
         elif tag == "table":
-            for row in child.iter("row"):
-                text = _xml_text(row)
-                if text:
-                    out.append(("body", text))
+            _xml_table(child, out)
         elif tag == "graphic":
             pass
         elif tag:
@@ -173,6 +170,25 @@ def _xml_blocks(parent: Any, out: BlockList) -> None:
                 out.append(("body", text))
         if child.tail and child.tail.strip():
             out.append(("body", collapse(child.tail)))
+
+
+def _xml_table(table: Any, out: BlockList) -> None:
+    """A data table row becomes one block; a layout table (cells holding paragraphs or
+    headings) is walked cell by cell so its paragraphs and headings stay separate."""
+    for row in table.iter("row"):
+        cells: list[str] = []
+        for cell in row:
+            if any(isinstance(c.tag, str) and c.tag in _XML_BLOCK_TAGS for c in cell):
+                if cells:
+                    out.append(("body", collapse(" ".join(cells))))
+                    cells = []
+                _xml_blocks(cell, out)
+            else:
+                text = _xml_text(cell)
+                if text:
+                    cells.append(text)
+        if cells:
+            out.append(("body", collapse(" ".join(cells))))
 
 
 _XML_BLOCK_TAGS = {"p", "head", "list", "item", "quote", "table", "code", "div"}
@@ -323,13 +339,15 @@ def _split_plain(text: str) -> list[str]:
 _META_TAGS = SoupStrainer(["meta", "link", "title", "script", "time", "a"])
 # Pieces of markup that can carry metadata; only these are handed to beautifulsoup4, which is
 # several times faster than letting it tokenize the whole page.
+_ATTRS = r"""(?:[^>"']|"[^"]*"|'[^']*')*"""
 _META_MARKUP = re.compile(
-    r"<meta\b[^>]*>"
-    r"|<link\b[^>]*>"
+    rf"<meta\b{_ATTRS}>"
+    rf"|<link\b{_ATTRS}>"
     r"|<title\b[^>]*>.{0,2000}?</title\s*>"
     r"|<script\b[^>]*ld\+json[^>]*>.*?</script\s*>"
-    r"|<time\b[^>]*>"
-    r"|<a\b[^>]*\brel\s*=\s*[\"']?[^>]*author[^>]*>.{0,500}?</a\s*>",
+    rf"|<time\b{_ATTRS}>"
+    r"|<a\b(?=[^>]*\brel\s*=\s*[\"']?[^\"'>]*author)"
+    rf"{_ATTRS}>.{{0,500}}?</a\s*>",
     re.IGNORECASE | re.DOTALL,
 )
 _HTML_OPEN = re.compile(r"<html\b[^>]*>", re.IGNORECASE)

@@ -12,6 +12,9 @@ import re
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
+
+from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
 from pipeline.clean import MONTHS, CleanDocument, Furniture
 from pipeline.read import Document
@@ -26,6 +29,15 @@ _MD_RE = re.compile(rf"^(?P<m>{MONTHS})\.?\s+(?P<d>\d{{1,2}})$", re.IGNORECASE)
 _TIME_RE = re.compile(r"^(?P<h>\d{1,2}):(?P<mi>\d{2})(?::(?P<s>\d{2}))?\s*(?P<ampm>[AaPp])?\.?[Mm]?\.?$")
 _TZ_RE = re.compile(r"(?:UTC|GMT)?\s*(?P<sign>[+\-−])\s*(?P<h>\d{1,2})(?::?(?P<m>\d{2}))?")
 _EPOCH_RE = re.compile(r"^\d{10}(?:\.\d+)?$")
+_EPOCH_MS_RE = re.compile(r"^\d{13}$")
+# "27.09.2020" (with an optional "15:09"): day first, as agencies writing ru/az/tr/de do.
+_DOTTED_RE = re.compile(r"^(?P<d>\d{1,2})\.(?P<m>\d{1,2})\.(?P<y>\d{4})$")
+# "[Saturday, ]10 October 2020[,] [at|-] 15:09 [(UTC+04:00)]"
+_DATE_TIME_RE = re.compile(
+    r"^(?:\w+,\s+)?(?P<date>.+?\d{4}),?\s+(?:at\s+|[-|]\s+)?"
+    r"(?P<time>\d{1,2}:\d{2}(?::\d{2})?(?:\s*[AaPp]\.?[Mm]\.?)?)\s*(?P<tz>.*)$"
+)
+_BY_PREFIX_RE = re.compile(r"^by\s+", re.IGNORECASE)
 
 # Agencies and outlets that sign as "By <name>"; a one-word signature is an outlet too.
 KNOWN_OUTLETS = {
@@ -87,10 +99,11 @@ def parse_date(text: str) -> date | None:
             return date.fromisoformat(text)
         except ValueError:
             return None
-    for regex in (_DMY_RE, _MDY_RE):
+    for regex in (_DMY_RE, _MDY_RE, _DOTTED_RE):
         if m := regex.match(text):
+            month = int(m["m"]) if m["m"].isdigit() else _month(m["m"])
             try:
-                return date(int(m["y"]), _month(m["m"]), int(m["d"]))
+                return date(int(m["y"]), month, int(m["d"]))
             except ValueError:
                 return None
     return None
@@ -104,32 +117,55 @@ def format_published(day: date, time: tuple[int, int, int] | None = None, tz: ti
 
 
 def parse_published(text: str) -> str | None:
-    """A stated publication time in any common machine or agency format, normalised."""
+    """A stated publication time in any common machine or agency format, normalised.
+
+    A date-only value stays a date; a time keeps the offset it states (none if none is)."""
     text = text.strip()
     if not text:
         return None
+    for parser in (_parse_epoch, _parse_iso, _parse_written):
+        if (value := parser(text)) is not None:
+            return value
+    return None
+
+
+def _parse_epoch(text: str) -> str | None:
     if _EPOCH_RE.match(text):
         return datetime.fromtimestamp(float(text), tz=timezone.utc).isoformat()
-    iso = text.replace("Z", "+00:00") if re.match(r"^\d{4}-\d{2}-\d{2}T", text) else text
-    if re.match(r"^\d{4}-\d{2}-\d{2}$", iso):
-        day = parse_date(iso)
+    if _EPOCH_MS_RE.match(text):
+        return datetime.fromtimestamp(int(text) / 1000, tz=timezone.utc).isoformat()
+    return None
+
+
+def _parse_iso(text: str) -> str | None:
+    if re.match(r"^\d{4}-\d{2}-\d{2}$", text):
+        day = parse_date(text)
         return day.isoformat() if day else None
-    if re.match(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}", iso):
+    if re.match(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}", text):
         try:
-            return datetime.fromisoformat(iso).isoformat()
+            return datetime.fromisoformat(re.sub(r"Z$", "+00:00", text)).isoformat()
         except ValueError:
-            pass
-    try:
-        return parsedate_to_datetime(text).isoformat()  # RSS pubDate (RFC 2822)
-    except (TypeError, ValueError, IndexError):
-        pass
-    day = parse_date(text)
+            return None
+    return None
+
+
+def _parse_written(text: str) -> str | None:
+    """"27 September 2020", "Sat, 10 Oct 2020 11:09:00 GMT", "10 October 2020 15:09 (UTC+04:00)"."""
+    day = parse_date(re.sub(r"^[A-Za-z]+,\s+", "", text))
     if day:
         return day.isoformat()
-    # "10 October 2020 15:09 (UTC+04:00)" and similar: date, then time, then zone.
-    m = re.match(rf"^(?P<date>.+?\d{{4}}),?\s+(?:at\s+)?(?P<time>\d{{1,2}}:\d{{2}}(?::\d{{2}})?(?:\s*[AaPp]\.?[Mm]\.?)?)\s*(?P<tz>.*)$", text)
+    m = _DATE_TIME_RE.match(text)
     if m and (day := parse_date(m["date"])) and (clock := _parse_time(m["time"])):
-        return format_published(day, clock, _parse_tz(m["tz"]))
+        tz = _parse_tz(m["tz"])
+        if tz is not None or not m["tz"].strip():
+            return format_published(day, clock, tz)
+    if re.search(r"\d:\d\d", text):  # RFC 2822 (RSS pubDate) with a zone name like "EST"
+        try:
+            return parsedate_to_datetime(text).isoformat()
+        except (TypeError, ValueError, IndexError):
+            pass
+    if m and day and (clock := _parse_time(m["time"])):
+        return format_published(day, clock)  # a zone we cannot read: the local time as written
     return None
 
 
@@ -162,34 +198,33 @@ def _who_is_outlet(who: str) -> bool:
     return who.casefold() in KNOWN_OUTLETS or (len(who.split()) == 1 and "," not in who)
 
 
-def extract_metadata(doc: Document, cleaned: CleanDocument) -> Metadata:
-    """What the container and the text state about one article."""
-    meta = Metadata()
-    stated = doc.meta
-    meta.title = stated.get("title")
-    meta.url = stated.get("url")
-    meta.author = stated.get("author")
-    meta.outlet = stated.get("outlet")
-    meta.section = stated.get("section")
-    meta.language = _normalise_language(stated.get("language"))
-    if stated.get("published"):
-        meta.published = parse_published(stated["published"])
+def _stated_metadata(stated: dict[str, str]) -> Metadata:
+    """Fields a JSON export or the page's meta tags state, normalised."""
+    meta = Metadata(
+        title=stated.get("title"),
+        url=stated.get("url"),
+        outlet=stated.get("outlet"),
+        section=stated.get("section"),
+        dateline=stated.get("dateline"),
+        language=_normalise_language(stated.get("language")),
+        published=parse_published(stated["published"]) if stated.get("published") else None,
+    )
+    author = _BY_PREFIX_RE.sub("", stated.get("author") or "").strip() or None
+    if author and author.casefold() in KNOWN_OUTLETS:
+        meta.outlet = meta.outlet or author  # "By Trend": an agency signs, not a person
+    else:
+        meta.author = author
+    return meta
 
-    furniture = cleaned.furniture
+
+def _apply_furniture(meta: Metadata, furniture: list[Furniture]) -> None:
+    """Fill what the container left empty from the furniture lines the text states."""
     for item in furniture:
         f = item.fields
         if item.role == "title" and not meta.title:
             meta.title = f["title"]
         elif item.role in {"stamp", "byline"}:
-            if "section" in f and not meta.section:
-                meta.section = f["section"]
-            if "author" in f and not meta.author:
-                meta.author = f["author"]
-            if "by" in f:
-                if _who_is_outlet(f["by"]):
-                    meta.outlet = meta.outlet or f["by"]
-                else:
-                    meta.author = meta.author or f["by"]
+            _apply_byline(meta, f)
         elif item.role == "dateline":
             meta.dateline = meta.dateline or f["place"]
             if "outlet" in f:
@@ -197,10 +232,27 @@ def extract_metadata(doc: Document, cleaned: CleanDocument) -> Metadata:
         elif item.role == "credit":
             meta.outlet = meta.outlet or f["outlet"]
 
+
+def _apply_byline(meta: Metadata, fields: dict[str, str]) -> None:
+    if "section" in fields and not meta.section:
+        meta.section = fields["section"]
+    if "author" in fields and not meta.author:
+        meta.author = fields["author"]
+    if "by" in fields:
+        if _who_is_outlet(fields["by"]):
+            meta.outlet = meta.outlet or fields["by"]
+        else:
+            meta.author = meta.author or fields["by"]
+
+
+def extract_metadata(doc: Document, cleaned: CleanDocument) -> Metadata:
+    """What the container and the text state about one article."""
+    meta = _stated_metadata(doc.meta)
+    _apply_furniture(meta, cleaned.furniture)
     if meta.published is None:
-        meta.published = _published_from_furniture(furniture)
+        meta.published = _published_from_furniture(cleaned.furniture)
     if meta.published is None:
-        meta.published = _published_from_dateline(furniture)
+        meta.published = _published_from_dateline(cleaned.furniture)
     if meta.language is None:
         meta.language = detect_language(" ".join(p.text for p in cleaned.paragraphs))
     return meta
@@ -225,28 +277,28 @@ def _published_from_dateline(furniture: list[Furniture]) -> str | None:
 
 # --- language -------------------------------------------------------------------------
 
-_STOPWORDS: dict[str, set[str]] = {
-    "en": {"the", "and", "of", "to", "in", "is", "that", "for", "was", "with", "on", "as", "by", "it", "said", "has"},
-    "ru": {"и", "в", "не", "на", "что", "с", "по", "это", "как", "из", "к", "о", "для", "от", "также", "был"},
-    "uk": {"і", "в", "не", "на", "що", "з", "це", "як", "та", "до", "про", "для", "від", "також", "був", "у"},
-    "tr": {"ve", "bir", "bu", "için", "ile", "da", "de", "olarak", "olan", "çok", "daha", "ne", "gibi", "sonra", "dedi"},
-    "az": {"və", "bir", "bu", "üçün", "ilə", "da", "də", "olaraq", "olan", "çox", "daha", "ki", "kimi", "sonra", "edib"},
-    "de": {"der", "die", "und", "das", "ist", "nicht", "mit", "den", "von", "zu", "sich", "auf", "für", "ein", "eine"},
-    "fr": {"le", "la", "les", "et", "des", "est", "une", "un", "du", "que", "pour", "dans", "qui", "sur", "pas"},
-    "es": {"el", "la", "los", "las", "y", "que", "en", "del", "por", "una", "un", "para", "con", "se", "es"},
-    "ar": {"في", "من", "على", "أن", "إلى", "عن", "التي", "الذي", "مع", "هذا", "كان", "قال", "ما", "لا", "هذه"},
-}
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
+_LETTER_RE = re.compile(r"[^\W\d_]")
+MIN_LANGUAGE_LETTERS = 20  # fewer letters than this: too short to tell
+MIN_LANGUAGE_CONFIDENCE = 0.5
 
 
-def detect_language(text: str, min_hits: int = 3) -> str | None:
-    """ISO 639-1 code by stopword counts per script; None when the text is too short to tell."""
-    words = _WORD_RE.findall(text.casefold()[:20000])
-    if not words:
+@lru_cache(maxsize=1)
+def _identifier() -> LanguageIdentifier:
+    """py3langid's model ships inside the wheel: loaded once, offline."""
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def detect_language(text: str) -> str | None:
+    """ISO 639-1 code of a text (py3langid, 97 languages); None when it is too short or the
+    model is not confident."""
+    sample = text[:400]  # the classifier's cost grows with the text; 400 characters decide
+    if len(_LETTER_RE.findall(sample)) < MIN_LANGUAGE_LETTERS:
         return None
-    counts = {lang: sum(1 for w in words if w in stops) for lang, stops in _STOPWORDS.items()}
-    # The schwa is written only in Azerbaijani among these languages.
-    if "ə" in text:
-        counts["az"] += len(words) // 10 + min_hits
-    lang, hits = max(counts.items(), key=lambda kv: kv[1])
-    return lang if hits >= min_hits else None
+    lang, confidence = _identifier().classify(sample)
+    if confidence < MIN_LANGUAGE_CONFIDENCE:
+        return None
+    # Azerbaijani is the only one of these written with the schwa; the model can take it for Turkish.
+    if lang == "tr" and sample.casefold().count("ə") >= 3:
+        return "az"
+    return str(lang)

@@ -12,10 +12,15 @@ import hashlib
 import json
 import os
 import re
+import unicodedata
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import ftfy
+from ftfy.badness import is_bad
 
 from pipeline import html as html_extract
 
@@ -39,8 +44,15 @@ JSON_META_FIELDS: dict[str, tuple[str, ...]] = {
     "outlet": ("outlet", "source", "publisher", "site_name", "sitename", "source_name", "media", "feed"),
     "section": ("section", "category", "categories", "articleSection"),
     "language": ("language", "lang", "inLanguage"),
+    "dateline": ("dateline",),
 }
-_KNOWN_JSON_KEYS = {k for keys in JSON_META_FIELDS.values() for k in keys} | set(JSON_TEXT_FIELDS) | set(JSON_HTML_FIELDS)
+_BODY_KEYS = set(JSON_TEXT_FIELDS) | set(JSON_HTML_FIELDS)
+# Only the encoding repairs: quotes, widths, ligatures and HTML entities stay as written.
+_MOJIBAKE_FIX = ftfy.TextFixerConfig(
+    unescape_html=False, remove_terminal_escapes=False, fix_latin_ligatures=False, fix_character_width=False,
+    uncurl_quotes=False, fix_line_breaks=False, fix_surrogates=False, remove_control_chars=False,
+    normalization=None, explain=False,
+)
 _MARKUP_RE = re.compile(r"<(p|br|div|h[1-6]|li|blockquote|span|a|strong|em)\b[^>]*>", re.IGNORECASE)
 
 
@@ -99,7 +111,8 @@ def scan_raw(raw_dir: Path) -> tuple[list[RawEntry], list[Problem]]:
             abs_path = Path(dirpath) / name
             rel = abs_path.relative_to(root).as_posix()
             if abs_path.is_symlink():
-                problems.append(Problem(rel, "symlink not followed: raw files must be regular files inside the raw dir"))
+                problems.append(Problem(rel, "symlink not followed: raw files must be regular files "
+                                             "inside the raw dir"))
                 continue
             if not abs_path.is_file():
                 problems.append(Problem(rel, "not a regular file"))
@@ -144,43 +157,85 @@ def decode_text(data: bytes) -> str:
     """Bytes -> text: BOM, then strict UTF-8, then charset detection; binary is refused."""
     if not data.strip():
         raise BadInput("empty file")
+    text = _decode_bom(data)
+    if text is None and (utf16 := _sniff_utf16(data)):
+        try:
+            text = data.decode(utf16)
+        except UnicodeDecodeError:
+            text = None
+    if text is None:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = _detect_and_decode(data)
+    if _looks_binary(text):
+        raise BadInput("binary content: not a text, HTML or JSON file")
+    if _implausible(text):
+        raise BadInput("undecodable: the bytes decode only to replacement or unassigned characters")
+    return text
+
+
+def _decode_bom(data: bytes) -> str | None:
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             try:
                 return data[len(bom):].decode(encoding)
             except UnicodeDecodeError as exc:
                 raise BadInput(f"undecodable: starts with a {encoding} byte-order mark but {exc.reason}") from exc
-    utf16 = _sniff_utf16(data)
-    if utf16:
-        try:
-            return data.decode(utf16)
-        except UnicodeDecodeError:
-            pass
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = _detect_and_decode(data)
-    if _looks_binary(text):
-        raise BadInput("binary content: not a text, HTML or JSON file")
-    return text
-
-
-def _sniff_utf16(data: bytes) -> str | None:
-    # UTF-16 without BOM: every other byte is NUL in ASCII-heavy text.
-    sample = data[:4096]
-    if len(sample) < 4:
-        return None
-    even_nul = sample[0::2].count(0) / len(sample[0::2])
-    odd_nul = sample[1::2].count(0) / len(sample[1::2])
-    if odd_nul > 0.4 and even_nul < 0.05:
-        return "utf-16-le"
-    if even_nul > 0.4 and odd_nul < 0.05:
-        return "utf-16-be"
     return None
 
 
+# A cheap pre-check before ftfy's own (slower) test: a lead character of UTF-8 read as
+# Latin-1/cp1252 ("Ã", "â") or cp1251 ("Р", "С") followed by what a continuation byte becomes.
+_MOJIBAKE_HINT_RE = re.compile(
+    "[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc"
+    "\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]"
+    "|[\u0420\u0421][\u00a0-\u00bf\u0401-\u040f\u0451-\u045f\u0490\u0491\u2013\u2014\u2018-\u201e"
+    "\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2116\u2122]"
+)
+
+
+def repair_mojibake(text: str) -> str:
+    """UTF-8 that was once decoded as Latin-1/Windows-125x ("CafÃ©", "â€™") repaired; text
+    without such sequences is returned unchanged."""
+    if not text or text.isascii() or not _MOJIBAKE_HINT_RE.search(text) or not is_bad(text):
+        return text
+    return ftfy.fix_text(text, _MOJIBAKE_FIX)
+
+
+def _sniff_utf16(data: bytes) -> str | None:
+    """UTF-16 without BOM: one byte of each pair takes few values (0x00 for spaces and ASCII,
+    0x04 for Cyrillic, 0x06 for Arabic, ...), the other many."""
+    sample = data[:4096]
+    if len(sample) < 4 or len(data) % 2 or b"\x00" not in sample:  # spaces are 0x20 0x00: NULs abound
+        return None
+    for encoding, high, low in (("utf-16-le", sample[1::2], sample[0::2]), ("utf-16-be", sample[0::2], sample[1::2])):
+        top = Counter(high).most_common(2)
+        covered = sum(count for _, count in top) / len(high)
+        if covered >= 0.95 and 0 in dict(top) and low.count(0) / len(low) < 0.05:
+            return encoding
+    return None
+
+
+_SUSPECT_RE = re.compile("[\ufffd\ue000-\uf8ff\ud800-\udfff\U000f0000-\U0010ffff]")
+_NON_ASCII_RE = re.compile("[^\x00-\x7f]")
+
+
+def _implausible(text: str) -> bool:
+    """Decoded text full of replacement marks, private-use or unassigned code points is not text."""
+    sample = text[:8192]
+    if not sample:
+        return False
+    odd = len(_SUSPECT_RE.findall(sample))
+    if odd / len(sample) > 0.02:
+        return True
+    # Unassigned code points need a per-character lookup: only over the non-ASCII ones.
+    odd += sum(1 for ch in _NON_ASCII_RE.findall(sample) if unicodedata.category(ch) == "Cn")
+    return odd / len(sample) > 0.02
+
+
 def _detect_and_decode(data: bytes) -> str:
-    if data.count(0) > max(1, len(data) // 100):
+    if _binary_bytes(data):
         raise BadInput("binary content: not a text, HTML or JSON file")
     from charset_normalizer import from_bytes
 
@@ -190,11 +245,24 @@ def _detect_and_decode(data: bytes) -> str:
     return str(best)
 
 
+_CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\t\n\r\f\v")
+
+
+def _binary_bytes(data: bytes) -> bool:
+    """NUL or other control bytes in the opening (UTF-16 was already ruled out)."""
+    sample = data[:8192]
+    controls = len(sample) - len(sample.translate(None, _CONTROL_BYTES))
+    return b"\x00" in sample or controls / len(sample) > 0.05
+
+
+_CONTROL_CHARS_RE = re.compile("[\x00-\x08\x0e-\x1f]")
+
+
 def _looks_binary(text: str) -> bool:
     sample = text[:8192]
     if not sample:
         return False
-    controls = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\t\n\r\f\v")
+    controls = len(_CONTROL_CHARS_RE.findall(sample))
     return "\x00" in sample or controls / len(sample) > 0.05
 
 
@@ -204,10 +272,23 @@ def parse(entry: RawEntry, data: bytes) -> tuple[list[Document], list[Problem]]:
     text = decode_text(data)
     suffix = entry.abs_path.suffix.lower()
     if suffix in HTML_SUFFIXES:
-        return [_html_document(entry.path, None, sha, text, {})], []
-    if suffix in JSON_SUFFIXES | JSONL_SUFFIXES:
-        return _json_documents(entry.path, sha, text, lines=suffix in JSONL_SUFFIXES)
-    return [Document(entry.path, None, sha, "text", text=text)], []
+        documents, problems = [_html_document(entry.path, None, sha, text, {})], []
+    elif suffix in JSON_SUFFIXES | JSONL_SUFFIXES:
+        documents, problems = _json_documents(entry.path, sha, text, lines=suffix in JSONL_SUFFIXES)
+    else:
+        documents, problems = [Document(entry.path, None, sha, "text", text=text)], []
+    for doc in documents:
+        _repair_document(doc)
+    return documents, problems
+
+
+def _repair_document(doc: Document) -> None:
+    """Mojibake repaired wherever the document carries text (body, blocks, stated fields)."""
+    if doc.text is not None:
+        doc.text = repair_mojibake(doc.text)
+    if doc.blocks is not None:
+        doc.blocks = [(kind, repair_mojibake(text)) for kind, text in doc.blocks]
+    doc.meta = {key: repair_mojibake(value) for key, value in doc.meta.items()}
 
 
 def _html_document(path: str, item: int | None, sha: str, markup: str, meta: dict[str, str]) -> Document:
@@ -223,20 +304,15 @@ def _html_document(path: str, item: int | None, sha: str, markup: str, meta: dic
 def _iter_json_objects(text: str, lines: bool) -> Iterator[tuple[int, Any, str | None]]:
     """(item, object, error) for each article object of a JSON or JSON Lines file."""
     if lines:
-        item = 0
-        for line in text.splitlines():
-            if not line.strip():
-                continue
-            try:
-                yield item, json.loads(line), None
-            except json.JSONDecodeError as exc:
-                yield item, None, f"malformed JSON on this line: {exc.msg} at column {exc.colno}"
-            item += 1
+        yield from _iter_json_lines(text)
         return
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadInput(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+        if exc.msg == "Extra data" and _is_json_lines(text):
+            yield from _iter_json_lines(text)  # a JSON Lines export saved as .json
+            return
+        raise BadInput(f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
     if isinstance(value, dict):
         for key in ("articles", "items", "data", "results", "entries", "posts"):
             if isinstance(value.get(key), list):
@@ -245,6 +321,27 @@ def _iter_json_objects(text: str, lines: bool) -> Iterator[tuple[int, Any, str |
     objects = value if isinstance(value, list) else [value]
     for item, obj in enumerate(objects):
         yield item, obj, None
+
+
+def _iter_json_lines(text: str) -> Iterator[tuple[int, Any, str | None]]:
+    """Items count non-blank lines from 0; a bad line is reported and the others still read."""
+    item = 0
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield item, json.loads(line), None
+        except json.JSONDecodeError as exc:
+            yield item, None, f"malformed JSON on line {lineno}, column {exc.colno}: {exc.msg}"
+        item += 1
+
+
+def _is_json_lines(text: str) -> bool:
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    try:
+        return isinstance(json.loads(first), dict)
+    except json.JSONDecodeError:
+        return False
 
 
 def _json_documents(path: str, sha: str, text: str, lines: bool) -> tuple[list[Document], list[Problem]]:
@@ -283,16 +380,27 @@ def _stringify(value: Any) -> str | None:
     return None
 
 
-def json_object_document(path: str, item: int, sha: str, obj: dict[str, Any]) -> Document:
-    """One scraper object -> document, mapping the common field names."""
+def _stated_fields(obj: dict[str, Any]) -> tuple[dict[str, str], set[str]]:
+    """Metadata under its common names, and the keys it was taken from."""
     meta: dict[str, str] = {}
+    used: set[str] = set()
     for name, keys in JSON_META_FIELDS.items():
         for key in keys:
             value = _stringify(obj.get(key))
             if value:
                 meta[name] = value
+                used.add(key)
                 break
-    extra = {k: v for k, v in obj.items() if k not in _KNOWN_JSON_KEYS}
+    return meta, used
+
+
+def json_object_document(path: str, item: int, sha: str, obj: dict[str, Any]) -> Document:
+    """One scraper object -> document, mapping the common field names.
+
+    Fields that were not used (unknown names, a second date field) are kept under ``extra``;
+    alternative body fields are not, since they repeat the body."""
+    meta, used = _stated_fields(obj)
+    extra = {k: v for k, v in obj.items() if k not in used and k not in _BODY_KEYS}
     for key in JSON_HTML_FIELDS:
         markup = obj.get(key)
         if isinstance(markup, str) and markup.strip():

@@ -16,13 +16,15 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline import __version__
-from pipeline.clean import Paragraph
-from pipeline.dedup import RepeatDecision
-from pipeline.metadata import Metadata
 from pipeline.state import StateError, connect
+
+if TYPE_CHECKING:  # annotations only: readers (`newsdedup records`) start without the dedup stack
+    from pipeline.clean import Paragraph
+    from pipeline.dedup import RepeatDecision
+    from pipeline.metadata import Metadata
 
 RECORD_SCHEMA_VERSION = 1
 RECORDS_DIR = "records"
@@ -121,7 +123,10 @@ def finish_parts(conn: sqlite3.Connection, processed_dir: Path) -> None:
     records_dir = processed_dir / RECORDS_DIR
     if not records_dir.exists():
         return
-    pending = {row[0]: row[1] for row in conn.execute("SELECT name, records FROM parts WHERE pending = 1")}
+    # Newest part first: a file reader globbing meanwhile may see a rewritten record twice
+    # (old and new part), never zero times.
+    pending = {row[0]: row[1] for row in conn.execute(
+        "SELECT name, records FROM parts WHERE pending = 1 ORDER BY name DESC")}
     known = {row[0] for row in conn.execute("SELECT name FROM parts")}
     for name, count in pending.items():
         tmp = records_dir / f"{TMP_PREFIX}{name}"
@@ -163,46 +168,101 @@ def write_json_atomic(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
-def _run_seq_for(conn: sqlite3.Connection, since: str) -> int:
-    row = conn.execute("SELECT seq FROM runs WHERE run_id = ?", (since,)).fetchone()
-    if row is not None:
-        return int(row[0])
-    row = conn.execute(
-        "SELECT COALESCE(MAX(seq), 0) FROM runs WHERE finished_at IS NOT NULL AND finished_at <= ?",
-        (_as_utc_text(since),),
-    ).fetchone()
-    return int(row[0])
+# --- the read side: what consumers call (contract in processed/README.md) ------------------
+
+# Top-level fields of a record in the order they are written; schema/record.schema.json
+# describes each (tests keep the two in step). "extra" is present only when the source had some.
+RECORD_FIELDS = (
+    "schema_version", "id", "source", "title", "published", "author", "outlet", "section", "dateline", "url",
+    "language", "paragraphs", "text", "repeats", "pipeline", "extra",
+)
+
+
+def _since_clause(conn: sqlite3.Connection, since: str) -> tuple[str, tuple[Any, ...]]:
+    """``since`` as a WHERE clause on ``articles``: a run id selects what later runs wrote,
+    a timestamp what was stamped (``pipeline.processed_at``) after it."""
+    row = conn.execute("SELECT MAX(seq) FROM runs WHERE run_id = ?", (since,)).fetchone()
+    if row is not None and row[0] is not None:
+        return "run_seq > ?", (int(row[0]),)
+    return "written_at > ?", (_as_utc_text(since),)
 
 
 def _as_utc_text(value: str) -> str:
+    """An ISO date or datetime as the UTC text records are stamped with ("...Z", whole seconds).
+    A datetime without an offset is taken as UTC; a date alone as its midnight UTC."""
     from datetime import datetime, timezone
 
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise StateError(f"--since {value!r} is neither a run id nor an ISO timestamp") from None
+        raise StateError(f"--since {value!r} is neither a run id of this processed dir nor an ISO timestamp") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def read_records(processed_dir: str | Path, since: str | None = None) -> Iterator[dict[str, Any]]:
-    """Current records, oldest publication first; with ``since`` (a run id or an ISO
-    timestamp) only those written or rewritten after that run or time.
+def check_fields(fields: list[str] | tuple[str, ...] | None) -> None:
+    unknown = [f for f in fields or () if f not in RECORD_FIELDS]
+    if unknown:
+        raise ValueError(f"unknown record field(s) {', '.join(unknown)}; a record has {', '.join(RECORD_FIELDS)}")
 
-    Reads one consistent snapshot and never blocks a running flow.
+
+def project(record: dict[str, Any], fields: list[str] | tuple[str, ...] | None = None,
+            strip_repeats: bool = False) -> dict[str, Any]:
+    """A view of one record: only ``fields`` (a missing optional field comes out as null), and
+    with ``strip_repeats`` without the flagged paragraphs (the others keep their ``index``)."""
+    if strip_repeats and "paragraphs" in record:
+        record = {**record, "paragraphs": [p for p in record["paragraphs"] if p.get("repeat_of") is None]}
+    if fields:
+        record = {name: record.get(name) for name in fields}
+    return record
+
+
+def iter_record_lines(processed_dir: str | Path, since: str | None = None) -> Iterator[str]:
+    """Current records as their stored JSON text (one line each, the bytes of the part files)."""
+    conn = connect(Path(processed_dir), readonly=True)
+    try:
+        conn.execute("BEGIN")  # one snapshot for the whole iteration: a run committing meanwhile is not seen
+        where, params = "", ()
+        if since is not None:
+            clause, params = _since_clause(conn, since)
+            where = f"WHERE {clause}"
+        for row in conn.execute(f"SELECT record FROM articles {where} ORDER BY sort_key, path, item", params):
+            yield row[0]
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def read_records(
+    processed_dir: str | Path,
+    since: str | None = None,
+    *,
+    fields: list[str] | tuple[str, ...] | None = None,
+    strip_repeats: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """Current records (never a superseded version), oldest publication first, undated last.
+
+    ``since``: a run id (records written or rewritten by later runs) or an ISO timestamp
+    (records whose ``pipeline.processed_at`` is later). ``fields`` and ``strip_repeats`` as
+    in ``project``. Reads one consistent snapshot of the state database in a read-only
+    connection: it never blocks a running flow and never sees a half-written record.
+    """
+    check_fields(fields)
+    for line in iter_record_lines(processed_dir, since):
+        record = json.loads(line)
+        yield project(record, fields, strip_repeats) if fields or strip_repeats else record
+
+
+def last_run_id(processed_dir: str | Path) -> str | None:
+    """The id of the last committed run, the cursor for the next ``since``.
+
+    Take it *before* reading: records a run commits while you read then come again next
+    time (harmless if you upsert by ``id``) instead of being missed.
     """
     conn = connect(Path(processed_dir), readonly=True)
     try:
-        conn.execute("BEGIN")  # one snapshot for the whole iteration
-        params: tuple[Any, ...] = ()
-        where = ""
-        if since is not None:
-            where = "WHERE run_seq > ?"
-            params = (_run_seq_for(conn, since),)
-        query = f"SELECT record FROM articles {where} ORDER BY sort_key, path, item"
-        for row in conn.execute(query, params):
-            yield json.loads(row[0])
-        conn.execute("COMMIT")
+        row = conn.execute("SELECT run_id FROM runs ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else str(row[0])
     finally:
         conn.close()

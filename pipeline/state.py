@@ -17,11 +17,12 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.dedup import DedupSettings, ParagraphRef
+if TYPE_CHECKING:  # imported where used: readers of the state need neither datasketch nor scipy
+    from pipeline.dedup import DedupSettings, ParagraphRef
 
 STATE_FILE = "state.sqlite"
 LOCK_FILE = ".lock"
@@ -209,6 +210,7 @@ class SqliteIndex:
         hit = self._cache.get(pid)
         if hit is not None:
             return hit
+        from pipeline.dedup import ParagraphRef
         row = self.conn.execute(
             "SELECT p.record_id, p.idx, p.shingles, p.signature, a.sort_key, a.path, a.item "
             "FROM paragraphs p JOIN articles a ON a.record_id = p.record_id WHERE p.pid = ?",

@@ -147,3 +147,15 @@ def test_settings_validate() -> None:
         DedupSettings(bands=40, rows=4)
     with pytest.raises(ValueError):
         DedupSettings(threshold=0)
+
+
+def test_batch_shingles_equal_per_paragraph_shingles() -> None:
+    from pipeline.dedup import batch_shingles
+
+    texts = ["", "short one", "one two three four five", "a b c d e f g h a b c d e f", "Ünïcödé текст نص " * 3]
+    token_lists = [tokenize(t) for t in texts]
+    counts = np.array([len(t) for t in token_lists])
+    flat, sizes = batch_shingles(token_lists, counts, 5)
+    got = np.split(flat, np.cumsum(sizes)[:-1])
+    for tokens, shingles in zip(token_lists, got, strict=True):
+        assert np.array_equal(shingles, shingle_hashes(tokens, 5))

@@ -1,0 +1,154 @@
+"""Benchmark: does a run cost what is new, not what the archive holds?
+
+Generates a corpus on the fly (nothing large is committed), builds an index of
+``--paragraphs`` paragraphs (default 1M) in several runs, then times one run that adds
+``--new-articles`` articles (default 1,000) against that index and against an empty one.
+Each measured run is a fresh process, so its peak memory (max RSS) is its own.
+
+    python bench/incremental.py                      # the full 1M-paragraph figure
+    python bench/incremental.py --paragraphs 100000  # a quicker look
+
+Prints both timings, their ratio (target <= 1.5) and peak memory (target <= 1 GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PARAGRAPHS_PER_ARTICLE = 20
+ARTICLES_PER_FILE = 1000
+BOILERPLATE = [
+    "The conflict between the two countries began in 1988 when territorial claims were made against the neighbour "
+    "and the ensuing war left a fifth of the territory occupied including the region and seven districts around it.",
+    "The ceasefire agreement of 1994 was followed by peace negotiations that have not produced a settlement and four "
+    "resolutions of the security council on the withdrawal of armed forces have not been implemented to this day.",
+    "Subscribe to our newsletter to receive the most important stories of the day in your inbox every morning, "
+    "together with analysis from our correspondents in the region and around the world.",
+]
+
+
+class Corpus:
+    """Deterministic synthetic news: distinct paragraphs plus lightly edited boilerplate."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        syllables = ["ka", "ro", "mi", "ta", "ne", "lu", "sa", "vo", "de", "ri", "po", "zu", "ha", "be", "gi", "lo"]
+        self.words = list({"".join(self.rng.choices(syllables, k=self.rng.randint(2, 4))) for _ in range(40000)})
+
+    def paragraph(self) -> str:
+        n = self.rng.randint(30, 70)
+        return " ".join(self.rng.choices(self.words, k=n)).capitalize() + "."
+
+    def boilerplate(self) -> str:
+        words = self.rng.choice(BOILERPLATE).split()
+        if self.rng.random() < 0.5:  # a light edit: one word changed
+            words[self.rng.randrange(len(words))] = self.rng.choice(self.words)
+        return " ".join(words)
+
+    def article(self, day: int) -> dict[str, str]:
+        paragraphs = [self.paragraph() for _ in range(PARAGRAPHS_PER_ARTICLE - 2)]
+        paragraphs += [self.boilerplate() for _ in range(2)]
+        published = f"{2000 + day // 360:04d}-{day // 30 % 12 + 1:02d}-{day % 30 + 1:02d}"
+        return {"title": self.paragraph()[:60], "published": published, "text": "\n\n".join(paragraphs)}
+
+
+def build_base(raw: Path, processed: Path, paragraphs: int, run_every_files: int) -> float:
+    """Write the base corpus as JSONL files and ingest it in several runs."""
+    sys.path.insert(0, str(ROOT))
+    from pipeline.ingest import run_ingest
+
+    corpus = Corpus(seed=1)
+    articles = paragraphs // PARAGRAPHS_PER_ARTICLE
+    files = (articles + ARTICLES_PER_FILE - 1) // ARTICLES_PER_FILE
+    started = time.perf_counter()
+    for f in range(files):
+        count = min(ARTICLES_PER_FILE, articles - f * ARTICLES_PER_FILE)
+        day0 = f * 3
+        with open(raw / f"base-{f:05d}.jsonl", "w") as fh:
+            for i in range(count):
+                fh.write(json.dumps(corpus.article(day0 + i * 3 // count)) + "\n")
+        if (f + 1) % run_every_files == 0 or f == files - 1:
+            summary = run_ingest(raw, processed)
+            print(f"  base run: {f + 1}/{files} files, {summary.paragraphs} paragraphs, "
+                  f"{time.perf_counter() - started:.0f} s so far", flush=True)
+    return time.perf_counter() - started
+
+
+def write_new_articles(raw: Path, count: int) -> None:
+    corpus = Corpus(seed=2)
+    for i in range(count):
+        article = corpus.article(day=100000)  # published after the whole base corpus
+        text = f" date {article['published']} {article['title']}\n\n{article['text']}\n"
+        (raw / f"new-{i:05d}.txt").write_text(text)
+
+
+_MEASURE = """
+import json, resource, sys, time
+from pipeline.ingest import run_ingest
+t0 = time.perf_counter()
+s = run_ingest(sys.argv[1], sys.argv[2])
+elapsed = time.perf_counter() - t0
+rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": elapsed, "max_rss_mb": rss_kb / 1024, "records": s.records_written,
+                  "repeats": s.repeats_flagged, "timings": s.timings}))
+"""
+
+
+def measured_run(raw: Path, processed: Path) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(raw), str(processed)], cwd=ROOT, check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--paragraphs", type=int, default=1_000_000, help="size of the existing index")
+    parser.add_argument("--new-articles", type=int, default=1000)
+    parser.add_argument("--run-every-files", type=int, default=10, help="base JSONL files per build run")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the corpus and state here")
+    args = parser.parse_args()
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="newsdedup-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    big_raw, big_processed = work / "big" / "raw", work / "big" / "processed"
+    empty_raw, empty_processed = work / "empty" / "raw", work / "empty" / "processed"
+    for d in (big_raw, empty_raw):
+        d.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(empty_processed, ignore_errors=True)
+
+    print(f"building an index of {args.paragraphs:,} paragraphs in {work} ...", flush=True)
+    if not (big_processed / "state.sqlite").exists():
+        build_seconds = build_base(big_raw, big_processed, args.paragraphs, args.run_every_files)
+        print(f"built in {build_seconds:.0f} s")
+    db_mb = (big_processed / "state.sqlite").stat().st_size / 1e6
+
+    write_new_articles(empty_raw, args.new_articles)
+    write_new_articles(big_raw, args.new_articles)
+    empty = measured_run(empty_raw, empty_processed)
+    big = measured_run(big_raw, big_processed)
+    ratio = big["seconds"] / empty["seconds"]
+    print()
+    print(f"run adding {args.new_articles:,} articles ({args.new_articles * PARAGRAPHS_PER_ARTICLE:,} paragraphs)")
+    print(f"  against an empty index:            {empty['seconds']:8.2f} s   peak RSS {empty['max_rss_mb']:7.0f} MB"
+          f"   {empty['timings']}")
+    print(f"  against {args.paragraphs:>9,} paragraphs:      {big['seconds']:8.2f} s   "
+          f"peak RSS {big['max_rss_mb']:7.0f} MB   {big['timings']}")
+    print(f"  ratio: {ratio:.2f} (target <= 1.5)   peak memory: {max(empty['max_rss_mb'], big['max_rss_mb']):.0f} MB "
+          f"(target <= 1024)   state database: {db_mb:.0f} MB")
+    print(f"  repeats flagged: empty {empty['repeats']}, big {big['repeats']}")
+    if resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss and args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Metadata: what each article states (seeds, HTML pages, JSON exports), and nothing it does not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.clean import Furniture, clean_document
+from pipeline.metadata import _published_from_dateline, detect_language, extract_metadata, parse_published
+from pipeline.read import Document, RawEntry, parse
+
+ROOT = Path(__file__).resolve().parent.parent
+RAW = ROOT / "raw"
+INPUTS = Path(__file__).parent / "fixtures" / "inputs"
+
+
+def metadata_of(path: Path) -> list[dict[str, str | None]]:
+    docs, _ = parse(RawEntry(path.name, path, path.stat().st_size), path.read_bytes())
+    return [extract_metadata(doc, clean_document(doc)).as_dict() for doc in docs]
+
+
+def text_metadata(text: str) -> dict[str, str | None]:
+    doc = Document("a.txt", None, "0" * 64, "text", text=text)
+    return extract_metadata(doc, clean_document(doc)).as_dict()
+
+
+def seed(prefix: str) -> dict[str, str | None]:
+    (path,) = RAW.glob(f"{prefix}_*.txt")
+    (meta,) = metadata_of(path)
+    return meta
+
+
+NONE = dict.fromkeys(("title", "published", "author", "outlet", "section", "dateline", "url"))
+
+# EXPECTED.md's table, every field (what is not stated is None).
+SEEDS = {
+    "000": {**NONE, "published": "2020-09-28", "dateline": "BAKU, Azerbaijan", "language": "en"},
+    "001": {**NONE, "title": "Azerbaijan Liberates Several Villages Within Counteroffensive Measures In Karabakh",
+            "author": "Orkhan Jalilov", "section": "Feature", "published": "2020-09-27", "language": "en"},
+    "002": {**NONE, "title": "Azerbaijani army seized great victory, Turkish Defense Ministry says",
+            "section": "Politics", "published": "2020-10-10T15:09:00+04:00", "dateline": "BAKU, Azerbaijan",
+            "outlet": "Trend", "language": "en"},
+    "003": {**NONE, "language": "en"},
+    "004": {**NONE, "published": "2020-10-28", "outlet": "Trend", "language": "en"},
+}
+
+
+@pytest.mark.parametrize("prefix", sorted(SEEDS))
+def test_seed_metadata_matches_expected(prefix: str) -> None:
+    assert seed(prefix) == SEEDS[prefix]
+
+
+# --- dates ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2020-10-10", "2020-10-10"),
+    ("2020-10-10T15:09:00+04:00", "2020-10-10T15:09:00+04:00"),
+    ("2020-10-10T11:09:00Z", "2020-10-10T11:09:00+00:00"),
+    ("2020-10-10T11:09:00.000Z", "2020-10-10T11:09:00+00:00"),
+    ("2020-10-10T15:09:00", "2020-10-10T15:09:00"),
+    ("27 September 2020", "2020-09-27"),
+    ("Sept. 28, 2020", "2020-09-28"),
+    ("September 27, 2020 at 3:05 PM", "2020-09-27T15:05:00"),
+    ("10 October 2020 15:09 (UTC+04:00)", "2020-10-10T15:09:00+04:00"),
+    ("10 October 2020 15:09 (GMT-03:30)", "2020-10-10T15:09:00-03:30"),
+    ("Saturday, 10 October 2020, 15:09", "2020-10-10T15:09:00"),
+    ("Sat, 10 Oct 2020 11:09:00 +0400", "2020-10-10T11:09:00+04:00"),
+    ("Sat, 10 Oct 2020 11:09:00 GMT", "2020-10-10T11:09:00+00:00"),
+    ("Sat, 10 Oct 2020", "2020-10-10"),
+    ("27.09.2020", "2020-09-27"),
+    ("27.09.2020 15:09", "2020-09-27T15:09:00"),
+    ("1602328140", "2020-10-10T11:09:00+00:00"),
+    ("1602328140000", "2020-10-10T11:09:00+00:00"),
+])
+def test_parse_published(text: str, expected: str) -> None:
+    assert parse_published(text) == expected
+
+
+@pytest.mark.parametrize("text", ["Oct. 10", "Sept. 28", "yesterday", "2020-13-45", "10/10/2020", "", "Politics"])
+def test_parse_published_refuses_what_is_not_a_full_date(text: str) -> None:
+    assert parse_published(text) is None
+
+
+def test_month_day_takes_its_year_only_from_a_dated_header() -> None:
+    dateline = Furniture("dateline", "BAKU, Azerbaijan, Oct. 10", {"place": "BAKU, Azerbaijan", "monthday": "Oct. 10"})
+    header = Furniture("date_header", "date 2019-10-11", {"date": "2019-10-11"})
+    assert _published_from_dateline([dateline]) is None  # never the clock's year
+    assert _published_from_dateline([header, dateline]) == "2019-10-10"
+
+
+def test_dateline_without_year_and_without_header_gives_no_date() -> None:
+    meta = text_metadata("BAKU, Azerbaijan, Oct. 10\n\nThe army said on Saturday that the front line was calm.\n")
+    assert meta["dateline"] == "BAKU, Azerbaijan"
+    assert meta["published"] is None
+
+
+# --- HTML pages ----------------------------------------------------------------------------
+
+
+def test_trend_page_metadata_from_meta_tags() -> None:
+    assert metadata_of(INPUTS / "trend_page.html") == [{
+        "title": "Azerbaijan, Armenia agree on humanitarian ceasefire",
+        "published": "2020-10-17T23:40:00+04:00",
+        "author": "Nigar Abbasova",
+        "outlet": "Trend News Agency",
+        "section": "Politics",
+        "dateline": None,
+        "url": "https://en.trend.az/azerbaijan/politics/3313456.html",
+        "language": "en",
+    }]
+
+
+def test_cp1251_page_metadata_from_json_ld() -> None:
+    assert metadata_of(INPUTS / "ria_page_cp1251.html") == [{
+        "title": "Лавров провел переговоры с главами МИД Армении и Азербайджана",
+        "published": "2020-10-21T19:35:00+03:00",
+        "author": None,
+        "outlet": "Пример Новости",
+        "section": "Политика",
+        "dateline": None,
+        "url": "https://example-news.ru/politics/20201021/lavrov.html",
+        "language": "ru",
+    }]
+
+
+def test_page_without_meta_invents_nothing() -> None:
+    # The body quotes a Reuters story ("told Reuters", "MOSCOW (Reuters) -") and names a reporter.
+    assert metadata_of(INPUTS / "blog_page_no_meta.html") == [
+        {**NONE, "title": "Caucasus Notes: what the papers say", "language": "en"}]
+
+
+# --- JSON exports --------------------------------------------------------------------------
+
+
+def test_json_export_metadata() -> None:
+    assert metadata_of(INPUTS / "scraper_export.json") == [
+        {"title": "Turkey reiterates support for Azerbaijan", "published": "2020-09-28T10:15:00+03:00",
+         "author": "Ayse Demir", "outlet": "Example Wire", "section": "World", "dateline": None,
+         "url": "https://example.com/news/turkey-support", "language": "en"},
+        {**NONE, "title": "Azərbaycan Ordusu bir neçə kəndi azad edib", "published": "2020-09-27",
+         "outlet": "Trend", "url": "https://example.az/xeber/1", "language": "az"},
+        {**NONE, "title": "Ceasefire talks", "published": "2020-10-21T19:35:00+03:00", "outlet": "Example Daily",
+         "section": "Diplomacy", "language": "en"},
+    ]
+
+
+def test_jsonl_feed_metadata() -> None:
+    assert metadata_of(INPUTS / "scraper_feed.jsonl") == [
+        {**NONE, "title": "Türkiye Azerbaycan'a desteğini yineledi", "published": "2020-10-10T15:09:00+03:00",
+         "url": "https://example.com.tr/haber/1", "language": "tr"},
+        {**NONE, "title": "Лавров провел переговоры", "published": "2020-10-21", "author": "Иван Петров",
+         "outlet": "Пример Новости", "url": "https://example.ru/1", "language": "ru"},
+        {**NONE, "title": "لافروف يجري محادثات في موسكو", "published": "2020-10-21T16:35:00+00:00",
+         "language": "ar"},
+    ]
+
+
+def test_stated_language_is_normalised() -> None:
+    doc = Document("a.json", 0, "0" * 64, "json", text="Short.", meta={"language": "en_US"})
+    assert extract_metadata(doc, clean_document(doc)).language == "en"
+
+
+# --- never guess ---------------------------------------------------------------------------
+
+
+def test_misleading_text_sets_nothing_it_does_not_state() -> None:
+    # "told Reuters", "(Reuters) -" inside a quote, a byline, a dateline and a stamp deep in the body.
+    (meta,) = metadata_of(INPUTS / "misleading.txt")
+    assert meta == {**NONE, "title": "Papers abroad report Moscow truce talks", "published": "2020-10-12",
+                    "language": "en"}
+
+
+@pytest.mark.parametrize("text", [
+    "The ministry said the ceasefire held overnight, a spokesman told Reuters on Sunday.\n\nTalks resume Monday.",
+    "Reuters reported that the talks would resume on Monday, citing two diplomats.\n\nNo date was set.",
+    '"BAKU, Azerbaijan, Oct. 10 (Trend) - the ministry said," the paper wrote, quoting the agency.\n\nMore later.',
+    "The talks resumed on Monday in Moscow.\n\nSources told AFP and TASS that a deal was close.",
+])
+def test_outlets_named_in_the_body_are_not_the_outlet(text: str) -> None:
+    meta = text_metadata(text)
+    assert (meta["outlet"], meta["author"], meta["dateline"], meta["published"]) == (None, None, None, None)
+
+
+def test_inline_dateline_opening_the_article_is_stated() -> None:
+    meta = text_metadata("LONDON (Reuters) - Oil prices rose on Monday as talks stalled.\n\nMore follows.")
+    assert (meta["dateline"], meta["outlet"]) == ("LONDON", "Reuters")
+
+
+def test_byline_deep_in_the_body_is_not_the_author() -> None:
+    paragraphs = "\n\n".join(f"Paragraph {i} of the report says the talks went on." for i in range(8))
+    meta = text_metadata(paragraphs + "\n\nBy Orkhan Jalilov\n\nThe end of the report.")
+    assert meta["author"] is None and meta["outlet"] is None
+
+
+# --- language ------------------------------------------------------------------------------
+
+SENTENCES = {
+    "en": "The Azerbaijani army has liberated several villages in a counter-offensive in the Karabakh region, "
+          "the defence ministry said on Sunday.",
+    "ru": "Министр иностранных дел России Сергей Лавров провел в среду в Москве раздельные встречи со своими "
+          "армянским и азербайджанским коллегами.",
+    "uk": "Міністр закордонних справ України заявив, що країна підтримує територіальну цілісність Азербайджану "
+          "і закликає сторони припинити вогонь.",
+    "tr": "Türkiye, Azerbaycan'a olan desteğini bir kez daha yineledi ve işgal altındaki toprakların derhal "
+          "iade edilmesi gerektiğini belirtti.",
+    "az": "Azərbaycan Ordusu əks-hücum əməliyyatı çərçivəsində cəbhə xətti boyunca bir neçə kəndi işğaldan "
+          "azad edib və mövqelərini möhkəmləndirir.",
+    "ar": "أجرى وزير الخارجية الروسي سيرغي لافروف يوم الأربعاء في موسكو محادثات منفصلة مع نظيريه الأرميني "
+          "والأذربيجاني بشأن وقف إطلاق النار.",
+    "de": "Die Regierung in Baku erklärte am Sonntag, die Armee habe mehrere Dörfer zurückerobert, und rief zur "
+          "Einhaltung der Waffenruhe auf.",
+    "fr": "L'armée azerbaïdjanaise a libéré plusieurs villages près de la ligne de front, a déclaré le ministère "
+          "de la Défense à Bakou.",
+    "es": "El ejército de Azerbaiyán liberó varias aldeas cerca de la línea del frente, según informó el "
+          "ministerio de Defensa en Bakú.",
+}
+
+
+@pytest.mark.parametrize("lang", sorted(SENTENCES))
+def test_detect_language(lang: str) -> None:
+    assert detect_language(SENTENCES[lang]) == lang
+
+
+@pytest.mark.parametrize("text", ["", "Baku", "12 345 678", "OK, thanks!", "— … —"])
+def test_detect_language_refuses_too_little_text(text: str) -> None:
+    assert detect_language(text) is None
