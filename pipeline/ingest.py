@@ -352,15 +352,16 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
             conn.execute("DELETE FROM articles WHERE record_id = ?", (item.record_id,))
 
         new_items = []
+        next_pid = int(conn.execute("SELECT COALESCE(MAX(pid), 0) + 1 FROM paragraphs").fetchone()[0])
+        rows = []
         for article in articles:
-            pids = []
-            for idx, sketch in enumerate(article.sketches):
-                cur = conn.execute(
-                    "INSERT INTO paragraphs (record_id, idx, shingles, signature, role) VALUES (?, ?, ?, ?, -1)",
-                    (article.record_id, idx, to_blob(sketch.shingles), to_blob(sketch.signature)),
-                )
-                pids.append(int(cur.lastrowid or 0))
+            pids = list(range(next_pid, next_pid + len(article.sketches)))
+            next_pid += len(pids)
+            rows += [(pid, article.record_id, idx, to_blob(sketch.shingles), to_blob(sketch.signature))
+                     for idx, (pid, sketch) in enumerate(zip(pids, article.sketches, strict=True))]
             new_items.append(_Item(article.record_id, article.order, pids, article.sketches, None, new=article))
+        conn.executemany("INSERT INTO paragraphs (pid, record_id, idx, shingles, signature, role) "
+                         "VALUES (?, ?, ?, ?, ?, -1)", rows)
 
         finder = RepeatFinder(index, settings)
         for item in sorted(new_items + tail, key=lambda i: i.order):
@@ -372,6 +373,7 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
                 if sketch.eligible and decision is None:
                     index.add(pid, sketch.keys)
                 item.decisions.append(decision)
+        index.flush()
         summary.replayed_articles = len(tail)
 
         written: list[dict[str, Any]] = []

@@ -182,7 +182,9 @@ class SqliteIndex:
     """LSH buckets and first-occurrence sketches in the state database (a ``CandidateIndex``).
 
     Lookups of the paragraphs a run touches are cached for the run; the database holds
-    the rest, so memory stays flat however large the archive grows.
+    the rest, so memory stays flat however large the archive grows. Buckets added during a
+    run are held in memory and written by ``flush`` in key order, which keeps the B-tree
+    inserts local instead of scattering them over the whole table.
     """
 
     def __init__(self, conn: sqlite3.Connection, settings: DedupSettings) -> None:
@@ -195,10 +197,24 @@ class SqliteIndex:
         key_list = keys.tolist()
         marks = ",".join("?" * len(key_list))
         found = {row[0] for row in self.conn.execute(f"SELECT pid FROM buckets WHERE key IN ({marks})", key_list)}
+        for key in key_list:
+            found.update(self._pending.get(key, ()))
         return found
 
     def add(self, pid: int, keys: np.ndarray) -> None:
-        self.conn.executemany("INSERT OR IGNORE INTO buckets VALUES (?, ?)", [(k, pid) for k in keys.tolist()])
+        for key in keys.tolist():
+            self._pending.setdefault(key, []).append(pid)
+
+    def flush(self) -> None:
+        """Write the buckets added during the run (inside the run's transaction)."""
+        counts = [len(pids) for pids in self._pending.values()]
+        keys = np.repeat(np.fromiter(self._pending.keys(), dtype=np.int64, count=len(counts)), counts)
+        pids = np.fromiter((pid for group in self._pending.values() for pid in group), dtype=np.int64,
+                           count=int(sum(counts)))
+        order = np.lexsort((pids, keys))
+        self.conn.executemany("INSERT OR IGNORE INTO buckets VALUES (?, ?)",
+                              zip(keys[order].tolist(), pids[order].tolist(), strict=True))
+        self._pending.clear()
 
     def remove(self, pid: int, keys: np.ndarray) -> None:
         self.conn.executemany("DELETE FROM buckets WHERE key = ? AND pid = ?", [(k, pid) for k in keys.tolist()])
