@@ -10,7 +10,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install run test lint clean
+.PHONY: install run serve test lint clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
@@ -25,6 +25,14 @@ install: $(VENV)/.installed
 
 run: install
 	$(BIN)/newsdedup run --raw-dir $(RAW_DIR) --processed-dir $(PROCESSED_DIR)
+
+# A Prefect server on 127.0.0.1:$(PORT) (data in .prefect/server) and the scheduled `ingest/newsdedup`
+# deployment; Ctrl-C stops both. With PREFECT_API_URL set, serves against that server instead.
+# Schedule: SERVE_ARGS='--interval 300' or SERVE_ARGS="--cron '0 * * * *' --timezone Europe/Berlin".
+PORT ?= 4200
+SERVE_ARGS ?=
+serve: install
+	$(BIN)/newsdedup serve --raw-dir $(RAW_DIR) --processed-dir $(PROCESSED_DIR) --port $(PORT) $(SERVE_ARGS)
 
 test: install
 	$(BIN)/python -m pytest

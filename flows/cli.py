@@ -34,7 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         result = ingest(raw_dir=args.raw_dir, processed_dir=args.processed_dir,
-                        lock_wait_seconds=args.wait)
+                        lock_wait_seconds=args.wait, progress_bar=sys.stderr.isatty())
     except ProcessedDirLocked as exc:
         print(f"newsdedup: {exc}", file=sys.stderr)
         return 3

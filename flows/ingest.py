@@ -2,21 +2,39 @@
 
 Each task wraps one library step (``pipeline.ingest.IngestRun``); a task works on a batch
 of files, never on a paragraph, because every task run costs Prefect milliseconds and an
-API write. Run once by hand with ``python -m flows.ingest`` or ``newsdedup run``.
+API write. Run once by hand with ``python -m flows.ingest`` or ``newsdedup run``; on a
+schedule with ``newsdedup serve`` (see ``flows/serve.py``).
+
+Failure policy:
+- A file that cannot be read (an ``OSError``: NFS hiccup, file still being written) is
+  read again ``io_retries`` times, ``io_retry_delay_seconds`` apart; if it still fails it
+  is quarantined with the error and the run goes on.
+- A batch whose preparation raises anything else (a parser bug on one odd file) is
+  prepared again file by file; the files that raise are quarantined, the others kept.
+- Listing raw/ and committing are retried on ``OSError`` and SQLite operational errors
+  (``database is locked``, disk I/O); the commit is one transaction, so a failed attempt
+  leaves nothing behind, and a retry never commits the same run twice.
+- Anything else fails the run: it leaves a "failed" report artifact and processed/ as it was.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import os
+import sqlite3
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from pipeline.ingest import (
+    FileOutcome,
     IngestRun,
     IngestSettings,
     Plan,
@@ -25,27 +43,135 @@ from pipeline.ingest import (
     RunSummary,
     batches,
     summary_markdown,
+    write_reports,
 )
 from pipeline.read import DEFAULT_MAX_BYTES
+from pipeline.records import finish_parts
 
 # Results stay in memory: nothing here is worth caching or persisting between runs, and
 # hashing large inputs for a cache key costs more than the task itself.
 _TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 
+REPORT_KEY = "ingest-report"
+PROGRESS_KEY = "ingest-progress"
+LAST_RUN_MD = "last_run.md"
+_UNREADABLE = "unreadable:"  # prefix of the quarantine reason for an OSError while reading
 
-@task(name="plan", **_TASK_OPTIONS)
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what may succeed next time: I/O errors and a busy or failing SQLite."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # the exception could not be recovered: do not guess
+        return False
+    return isinstance(exc, OSError | sqlite3.OperationalError)
+
+
+@task(name="plan", retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, **_TASK_OPTIONS)
 def plan_task(run: IngestRun) -> Plan:
     return run.plan()
 
 
-@task(name="prepare-batch", retries=2, retry_delay_seconds=2, **_TASK_OPTIONS)
+@task(name="prepare-batch", **_TASK_OPTIONS)
 def prepare_task(run: IngestRun, group: list[PlannedFile]) -> PreparedBatch:
     return run.prepare(group)
 
 
-@task(name="commit", retries=2, retry_delay_seconds=2, **_TASK_OPTIONS)
+@task(name="prepare-files-one-by-one", **_TASK_OPTIONS)
+def isolate_task(run: IngestRun, group: list[PlannedFile]) -> PreparedBatch:
+    """A batch failed as a whole: prepare each file alone and quarantine the ones that raise."""
+    merged = PreparedBatch([], [], [])
+    for planned in group:
+        try:
+            batch = run.prepare([planned])
+        except Exception as exc:  # one bad file must not fail the run
+            batch = PreparedBatch([], [FileOutcome(
+                planned.entry.path, None, planned.entry.size, planned.mtime_ns, "quarantined",
+                f"failed to process: {type(exc).__name__}: {exc}", changed=planned.known_sha256 is not None)], [])
+        merged.articles += batch.articles
+        merged.files += batch.files
+        merged.problems += batch.problems
+    return merged
+
+
+def _already_committed(run: IngestRun) -> bool:
+    row = run.store.conn.execute("SELECT 1 FROM runs WHERE seq = ?", (run.summary.run_seq,)).fetchone()
+    return row is not None
+
+
+@task(name="commit", retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, **_TASK_OPTIONS)
 def commit_task(run: IngestRun, plan: Plan, prepared: list[PreparedBatch]) -> RunSummary:
-    return run.commit(plan, prepared)
+    if _already_committed(run):
+        # An earlier attempt committed and failed afterwards (moving parts, writing reports):
+        # finish those steps only; committing again would add the run's paragraphs twice.
+        with run.store.transaction():
+            finish_parts(run.store.conn, run.processed_dir)
+        write_reports(run.store, run.summary)
+        return run.summary
+    before = copy.deepcopy(run.summary.__dict__)
+    try:
+        return run.commit(plan, prepared)
+    except BaseException:
+        if not _already_committed(run):
+            run.summary.__dict__.update(before)  # the transaction rolled back: so do the counters
+        raise
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _Progress:
+    """Files prepared so far: a Prefect progress artifact, and a bar on stderr if asked."""
+
+    def __init__(self, total: int, bar: bool) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.bar = bar
+        self.artifact_id = create_progress_artifact(0.0, key=PROGRESS_KEY,
+                                                    description=f"newsdedup ingest: files prepared (of {total})")
+
+    def advance(self, files: int) -> None:
+        self.done += files
+        percent = min(100.0, 100.0 * self.done / self.total)
+        update_progress_artifact(self.artifact_id, percent)
+        if self.bar:
+            filled = int(percent / 100 * 30)
+            sys.stderr.write(f"\rpreparing [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} files")
+            sys.stderr.flush()
+
+    def finish(self) -> None:
+        update_progress_artifact(self.artifact_id, 100.0)
+        if self.bar and self.done:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _prepare_group(run: IngestRun, group: list[PlannedFile], io_retries: int, io_retry_delay: float,
+                   logger: Any) -> list[PreparedBatch]:
+    try:
+        batch = prepare_task(run, group)
+    except Exception as exc:
+        logger.warning("prepare: batch of %d files failed (%s: %s); preparing its files one by one",
+                       len(group), type(exc).__name__, exc)
+        batch = isolate_task(run, group)
+    out = [batch]
+    by_path = {p.entry.path: p for p in group}
+    for attempt in range(1, io_retries + 1):
+        unreadable = [o for o in batch.files if o.status == "quarantined" and (o.reason or "").startswith(_UNREADABLE)]
+        if not unreadable:
+            break
+        logger.warning("prepare: %d file(s) could not be read (%s); reading again in %.1f s (attempt %d of %d)",
+                       len(unreadable), unreadable[0].reason, io_retry_delay, attempt, io_retries)
+        time.sleep(io_retry_delay)
+        again = [by_path[o.path] for o in unreadable]
+        retried_paths = {p.entry.path for p in again}
+        batch.files = [o for o in batch.files if o.path not in retried_paths]  # replaced by the new attempt
+        batch = isolate_task(run, again)
+        out.append(batch)
+    return out
 
 
 @flow(name="ingest", log_prints=False)
@@ -55,27 +181,50 @@ def ingest(
     batch_size: int = 200,
     max_file_bytes: int = DEFAULT_MAX_BYTES,
     lock_wait_seconds: float = 0.0,
+    io_retries: int = 2,
+    io_retry_delay_seconds: float = 2.0,
+    progress_bar: bool = False,
 ) -> dict[str, Any]:
-    """Read new and changed files under raw_dir, tag repeats, write records to processed_dir."""
+    """Read new and changed files under raw_dir, tag repeats, write records to processed_dir.
+
+    Leaves a markdown report artifact (key ``ingest-report``), a progress artifact, and the
+    same report in processed_dir/last_run.md (with the numbers in last_run.json).
+    """
     logger = get_run_logger()
     settings = IngestSettings(max_file_bytes=max_file_bytes, batch_size=batch_size,
                               lock_wait_seconds=lock_wait_seconds)
     run_id = str(flow_run.id) if flow_run.id else None
-    with IngestRun(Path(raw_dir), Path(processed_dir), settings, run_id) as run:
-        plan = plan_task(run)
-        logger.info("plan: %d files to read, %d unchanged, %d scan problems",
-                    len(plan.to_read), plan.unchanged, len(plan.problems))
-        groups = list(batches(plan.to_read, settings.batch_size))
-        prepared = []
-        for number, group in enumerate(groups, 1):
-            prepared.append(prepare_task(run, group))
-            logger.info("prepare: batch %d/%d (%d files)", number, len(groups), len(group))
-        summary = commit_task(run, plan, prepared)
-        logger.info("commit: %d records written, %d rewritten, %d repeats flagged, %d quarantined",
-                    summary.records_written, summary.records_rewritten, summary.repeats_flagged,
-                    summary.files_quarantined + summary.items_quarantined)
-    create_markdown_artifact(summary_markdown(summary), key="ingest-report",
-                             description=f"newsdedup ingest run #{summary.run_seq}")
+    try:
+        with IngestRun(Path(raw_dir), Path(processed_dir), settings, run_id) as run:
+            plan = plan_task(run)
+            logger.info("plan: %d files seen, %d to read, %d unchanged, %d scan problems (%.2f s)",
+                        plan.seen, len(plan.to_read), plan.unchanged, len(plan.problems),
+                        run.summary.timings.get("plan", 0.0))
+            groups = list(batches(plan.to_read, settings.batch_size))
+            progress = _Progress(len(plan.to_read), progress_bar)
+            prepared: list[PreparedBatch] = []
+            for group in groups:
+                prepared += _prepare_group(run, group, io_retries, io_retry_delay_seconds, logger)
+                progress.advance(len(group))
+            progress.finish()
+            files = [o for b in prepared for o in b.files]
+            logger.info("prepare: %d files in %d batch(es), %d articles, %d quarantined (%.2f s)",
+                        len(files), len(groups), sum(len(b.articles) for b in prepared),
+                        sum(1 for o in files if o.status == "quarantined"), run.summary.timings.get("prepare", 0.0))
+            summary = commit_task(run, plan, prepared)
+            logger.info("commit: %d records written, %d rewritten, %d paragraphs, %d repeats flagged, "
+                        "%d quarantined (%.2f s)", summary.records_written, summary.records_rewritten,
+                        summary.paragraphs, summary.repeats_flagged,
+                        summary.files_quarantined + summary.items_quarantined, summary.timings.get("commit", 0.0))
+            report = summary_markdown(summary)
+            _write_text_atomic(run.processed_dir / LAST_RUN_MD, report)
+    except Exception as exc:
+        create_markdown_artifact(f"# newsdedup ingest run failed\n\n`{type(exc).__name__}: {exc}`\n\n"
+                                 "processed/ was left as it was before this run.\n",
+                                 key=REPORT_KEY, description="newsdedup ingest run: failed")
+        raise
+    create_markdown_artifact(report, key=REPORT_KEY, description=f"newsdedup ingest run #{summary.run_seq}")
+    logger.info("report: artifact %r, %s", REPORT_KEY, Path(processed_dir) / LAST_RUN_MD)
     return summary.as_dict()
 
 
