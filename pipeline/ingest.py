@@ -47,7 +47,6 @@ from pipeline.state import (
     SqliteIndex,
     StateError,
     Store,
-    shingles_from_blob,
     signature_from_blob,
     to_blob,
     utc_now,
@@ -242,7 +241,7 @@ class _Item:
     sketches: list[ParagraphSketch]
     roles_before: list[tuple[int, str | None, int | None, float | None]] | None  # existing only
     new: PreparedArticle | None = None
-    record_before: dict[str, Any] | None = None
+    record_text: str | None = None  # existing only: the stored record, parsed if it is rewritten
     decisions: list[RepeatDecision | None] = field(default_factory=list)
 
 
@@ -263,7 +262,8 @@ class RunSummary:
     records_rewritten: int = 0
     paragraphs: int = 0
     repeats_flagged: int = 0
-    replayed_articles: int = 0
+    replayed_articles: int = 0  # existing articles published after this run's earliest change
+    redecided_paragraphs: int = 0  # of those, paragraphs that shared a band with a change
     top_passages: list[dict[str, Any]] = field(default_factory=list)
     quarantined: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -277,8 +277,8 @@ def _record_for(item: _Item, run: RunContext) -> dict[str, Any]:
         a = item.new
         return build_record(record_id=a.record_id, path=a.path, item=a.item, sha256=a.sha256, fmt=a.format,
                             meta=a.meta, paragraphs=a.paragraphs, decisions=item.decisions, extra=a.extra, run=run)
-    old = item.record_before
-    assert old is not None
+    assert item.record_text is not None
+    old = json.loads(item.record_text)
     meta = Metadata(**{k: old.get(k) for k in Metadata.__dataclass_fields__})
     paragraphs = [Paragraph(p["kind"], p["text"]) for p in old["paragraphs"]]
     source = old["source"]
@@ -288,23 +288,29 @@ def _record_for(item: _Item, run: RunContext) -> dict[str, Any]:
 
 
 def _load_existing(conn: Any, rows: list[Any], settings: DedupSettings) -> list[_Item]:
+    """Existing articles with what deciding them again needs: signatures, band keys and
+    earlier decisions. Shingle sets are fetched only for paragraphs that are decided again."""
     items = []
     for row in rows:
         paras = conn.execute(
-            "SELECT pid, shingles, signature, role, repeat_record, repeat_idx, similarity FROM paragraphs "
+            "SELECT pid, signature, role, repeat_record, repeat_idx, similarity, estimated FROM paragraphs "
             "WHERE record_id = ? ORDER BY idx", (row["record_id"],)
         ).fetchall()
-        sketches = []
         signatures = np.array([signature_from_blob(p["signature"]) for p in paras], dtype=np.uint32).reshape(
             len(paras), settings.num_perm)
-        keys = band_keys(signatures, settings.bands, settings.rows) if len(paras) else np.empty((0, settings.bands))
-        for i, p in enumerate(paras):
-            sketches.append(ParagraphSketch(shingles_from_blob(p["shingles"]), signatures[i], keys[i], p["role"] != -1))
+        keys = band_keys(signatures, settings.bands, settings.rows)
+        empty = np.empty(0, dtype=np.uint32)
+        sketches = [ParagraphSketch(empty, signatures[i], keys[i], p["role"] != -1) for i, p in enumerate(paras)]
+        decisions: list[RepeatDecision | None] = [
+            None if p["role"] != 0 else RepeatDecision(
+                ParagraphRef(p["repeat_record"], p["repeat_idx"], ("", "", 0, 0)), p["similarity"], p["estimated"])
+            for p in paras
+        ]
         items.append(_Item(
             record_id=row["record_id"], order=(row["sort_key"], row["path"], row["item"]),
             pids=[p["pid"] for p in paras], sketches=sketches,
             roles_before=[(p["role"], p["repeat_record"], p["repeat_idx"], p["similarity"]) for p in paras],
-            record_before=json.loads(row["record"]),
+            record_text=row["record"], decisions=decisions,
         ))
     return items
 
@@ -340,13 +346,19 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
                 "SELECT * FROM articles WHERE (sort_key, path, item) >= (?, ?, ?) ORDER BY sort_key, path, item",
                 start) if r["record_id"] not in removed_ids]
             tail = _load_existing(conn, tail_rows, settings)
-        index = SqliteIndex(conn, settings)
-        # Take the tail and the replaced articles out of the index; the tail is decided again.
-        for item in removed + tail:
+        if store.bloom is None:
+            store.bloom = store.open_bloom()
+        index = SqliteIndex(conn, settings, store.bloom)
+        # Band keys of paragraphs that enter or leave the index in this run. A later
+        # paragraph's decision can change only if it shares a band with one of them, so
+        # only those are decided again: exact, and cheap however long the tail is.
+        changed_keys: set[int] = set()
+        for item in removed:
             assert item.roles_before is not None
-            for pid, sketch, before in zip(item.pids, item.sketches, item.roles_before, strict=False):
+            for pid, sketch, before in zip(item.pids, item.sketches, item.roles_before, strict=True):
                 if before[0] == 1:
                     index.remove(pid, sketch.keys)
+                    changed_keys.update(sketch.keys.tolist())
         for item in removed:
             conn.execute("DELETE FROM paragraphs WHERE record_id = ?", (item.record_id,))
             conn.execute("DELETE FROM articles WHERE record_id = ?", (item.record_id,))
@@ -359,22 +371,43 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
             next_pid += len(pids)
             rows += [(pid, article.record_id, idx, to_blob(sketch.shingles), to_blob(sketch.signature))
                      for idx, (pid, sketch) in enumerate(zip(pids, article.sketches, strict=True))]
-            new_items.append(_Item(article.record_id, article.order, pids, article.sketches, None, new=article))
+            new_items.append(_Item(article.record_id, article.order, pids, article.sketches, None, new=article,
+                                   decisions=[None] * len(pids)))
         conn.executemany("INSERT INTO paragraphs (pid, record_id, idx, shingles, signature, role) "
                          "VALUES (?, ?, ?, ?, ?, -1)", rows)
 
         finder = RepeatFinder(index, settings)
+        redecided = 0
         for item in sorted(new_items + tail, key=lambda i: i.order):
-            item.decisions = []
-            for idx, (pid, sketch) in enumerate(zip(item.pids, item.sketches, strict=False)):
-                ref = ParagraphRef(item.record_id, idx, (*item.order, idx))
-                index.put(pid, ref, sketch.shingles, sketch.signature)
-                decision = finder.find(ref, sketch.shingles, sketch.signature, sketch.keys) if sketch.eligible else None
-                if sketch.eligible and decision is None:
+            for idx, (pid, sketch) in enumerate(zip(item.pids, item.sketches, strict=True)):
+                if not sketch.eligible:
+                    continue
+                if item.new is not None:
+                    ref = ParagraphRef(item.record_id, idx, (*item.order, idx))
+                    index.put(pid, ref, sketch.shingles, sketch.signature)
+                    decision = finder.find(ref, sketch.shingles, sketch.signature, sketch.keys)
+                    item.decisions[idx] = decision
+                    if decision is None:
+                        index.add(pid, sketch.keys)
+                        changed_keys.update(sketch.keys.tolist())
+                    continue
+                if changed_keys.isdisjoint(sketch.keys.tolist()):
+                    continue  # nothing it could match has changed: its decision stands
+                redecided += 1
+                ref, shingles, _ = index.lookup(pid)
+                was_first = item.decisions[idx] is None
+                decision = finder.find(ref, shingles, sketch.signature, sketch.keys)
+                item.decisions[idx] = decision
+                if was_first and decision is not None:
+                    index.remove(pid, sketch.keys)
+                    changed_keys.update(sketch.keys.tolist())
+                elif not was_first and decision is None:
                     index.add(pid, sketch.keys)
-                item.decisions.append(decision)
+                    changed_keys.update(sketch.keys.tolist())
         index.flush()
+        store.save_bloom(store.bloom, run.run_seq)
         summary.replayed_articles = len(tail)
+        summary.redecided_paragraphs = redecided
 
         written: list[dict[str, Any]] = []
         for item in new_items + tail:
@@ -431,6 +464,7 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
 
     # After the commit: move parts into place (repeated by the next run if we die here).
     _crash_point("committed")
+    store.install_bloom()
     with store.transaction():
         finish_parts(conn, store.processed_dir)
     _crash_point("parts-renamed")

@@ -21,10 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline import bloom as bloom_file
+from pipeline.bloom import BloomFilter
+
 if TYPE_CHECKING:  # imported where used: readers of the state need neither datasketch nor scipy
     from pipeline.dedup import DedupSettings, ParagraphRef
 
 STATE_FILE = "state.sqlite"
+# buckets_recent is merged into buckets (in key order) once it holds this many rows.
+RECENT_BUCKETS_MAX_ROWS = 2_000_000
 LOCK_FILE = ".lock"
 SCHEMA_VERSION = 1
 
@@ -52,6 +57,10 @@ CREATE TABLE IF NOT EXISTS paragraphs (
 CREATE INDEX IF NOT EXISTS paragraphs_record ON paragraphs (record_id, idx);
 CREATE INDEX IF NOT EXISTS paragraphs_repeat ON paragraphs (repeat_record, repeat_idx) WHERE repeat_record IS NOT NULL;
 CREATE TABLE IF NOT EXISTS buckets (key INTEGER NOT NULL, pid INTEGER NOT NULL, PRIMARY KEY (key, pid)) WITHOUT ROWID;
+-- New buckets land here first: inserts into a small table touch few pages, while random
+-- keys inserted into the big one would dirty nearly every page of it on each run.
+CREATE TABLE IF NOT EXISTS buckets_recent (key INTEGER NOT NULL, pid INTEGER NOT NULL, PRIMARY KEY (key, pid))
+    WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS parts (name TEXT PRIMARY KEY, records INTEGER NOT NULL, pending INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
@@ -120,6 +129,7 @@ class Store:
         self.settings = settings
         self.conn = connect(self.processed_dir)
         self.conn.executescript(_SCHEMA)
+        self.bloom: BloomFilter | None = None  # opened by the first commit that needs it
         self._check_settings()
 
     def close(self) -> None:
@@ -147,6 +157,49 @@ class Store:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+
+    # --- the Bloom filter over bucket keys ---------------------------------------------
+
+    def open_bloom(self) -> BloomFilter:
+        """The filter that matches the committed buckets; rebuilt when it does not."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'bloom_generation'").fetchone()
+        generation = int(row[0]) if row is not None else 0
+        for candidate in (BloomFilter.load(self.processed_dir), self._saved_bloom()):
+            if candidate is not None and candidate.generation == generation and not candidate.crowded():
+                return candidate
+        return self._rebuild_bloom(generation)
+
+    def _saved_bloom(self) -> BloomFilter | None:
+        # Saved by a run that died after its commit, before moving the file into place.
+        tmp = self.processed_dir / f".tmp-{bloom_file.BLOOM_FILE}"
+        if not tmp.exists():
+            return None
+        bloom = BloomFilter.load_path(tmp)
+        if bloom is not None:
+            bloom_file.install(self.processed_dir)
+        return bloom
+
+    def _rebuild_bloom(self, generation: int) -> BloomFilter:
+        total = self.conn.execute(
+            "SELECT (SELECT COUNT(*) FROM buckets) + (SELECT COUNT(*) FROM buckets_recent)").fetchone()[0]
+
+        def chunks() -> Iterator[np.ndarray]:
+            for table in ("buckets", "buckets_recent"):
+                cursor = self.conn.execute(f"SELECT key FROM {table}")
+                while rows := cursor.fetchmany(1_000_000):
+                    yield np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+        return BloomFilter.build(chunks(), int(total), generation)
+
+    def save_bloom(self, bloom: BloomFilter, generation: int) -> None:
+        """Inside the run's transaction: the filter to a temporary file, its number to the database."""
+        bloom.generation = generation
+        bloom.save_tmp(self.processed_dir)
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('bloom_generation', ?)", (str(generation),))
+
+    def install_bloom(self) -> None:
+        """After the commit: move the saved filter into place."""
+        bloom_file.install(self.processed_dir)
 
     # --- files ---------------------------------------------------------------------
 
@@ -187,18 +240,26 @@ class SqliteIndex:
     inserts local instead of scattering them over the whole table.
     """
 
-    def __init__(self, conn: sqlite3.Connection, settings: DedupSettings) -> None:
+    def __init__(self, conn: sqlite3.Connection, settings: DedupSettings, bloom: BloomFilter | None = None) -> None:
         self.conn = conn
         self.settings = settings
+        self.bloom = bloom
         self._cache: dict[int, tuple[ParagraphRef, np.ndarray, np.ndarray]] = {}
         self._pending: dict[int, list[int]] = {}
+        self.merged_rows = 0
 
     def candidates(self, keys: np.ndarray) -> Iterable[int]:
-        key_list = keys.tolist()
-        marks = ",".join("?" * len(key_list))
-        found = {row[0] for row in self.conn.execute(f"SELECT pid FROM buckets WHERE key IN ({marks})", key_list)}
-        for key in key_list:
-            found.update(self._pending.get(key, ()))
+        stored = keys[self.bloom.might_contain(keys)] if self.bloom is not None else keys
+        found: set[int] = set()
+        if stored.size:
+            key_list = stored.tolist()
+            marks = ",".join("?" * len(key_list))
+            found.update(row[0] for row in self.conn.execute(
+                f"SELECT pid FROM buckets WHERE key IN ({marks}) "
+                f"UNION ALL SELECT pid FROM buckets_recent WHERE key IN ({marks})", key_list + key_list))
+        if self._pending:
+            for key in keys.tolist():
+                found.update(self._pending.get(key, ()))
         return found
 
     def add(self, pid: int, keys: np.ndarray) -> None:
@@ -212,12 +273,23 @@ class SqliteIndex:
         pids = np.fromiter((pid for group in self._pending.values() for pid in group), dtype=np.int64,
                            count=int(sum(counts)))
         order = np.lexsort((pids, keys))
-        self.conn.executemany("INSERT OR IGNORE INTO buckets VALUES (?, ?)",
+        self.conn.executemany("INSERT OR IGNORE INTO buckets_recent VALUES (?, ?)",
                               zip(keys[order].tolist(), pids[order].tolist(), strict=True))
+        if self.bloom is not None:
+            self.bloom.add(keys)
         self._pending.clear()
+        recent = self.conn.execute("SELECT COUNT(*) FROM buckets_recent").fetchone()[0]
+        if recent > RECENT_BUCKETS_MAX_ROWS:
+            # One pass in key order over the big table, every few runs, instead of
+            # scattered inserts into it on every run.
+            self.conn.execute("INSERT OR IGNORE INTO buckets SELECT key, pid FROM buckets_recent ORDER BY key")
+            self.conn.execute("DELETE FROM buckets_recent")
+            self.merged_rows = int(recent)
 
     def remove(self, pid: int, keys: np.ndarray) -> None:
-        self.conn.executemany("DELETE FROM buckets WHERE key = ? AND pid = ?", [(k, pid) for k in keys.tolist()])
+        rows = [(k, pid) for k in keys.tolist()]
+        self.conn.executemany("DELETE FROM buckets WHERE key = ? AND pid = ?", rows)
+        self.conn.executemany("DELETE FROM buckets_recent WHERE key = ? AND pid = ?", rows)
 
     def put(self, pid: int, ref: ParagraphRef, shingles: np.ndarray, signature: np.ndarray) -> None:
         self._cache[pid] = (ref, shingles, signature)
