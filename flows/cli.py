@@ -32,14 +32,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.ingest import RunSummary, summary_markdown
     from pipeline.state import ProcessedDirLocked
 
-    try:
-        result = ingest(raw_dir=args.raw_dir, processed_dir=args.processed_dir,
-                        lock_wait_seconds=args.wait, progress_bar=sys.stderr.isatty())
-    except ProcessedDirLocked as exc:
-        print(f"newsdedup: {exc}", file=sys.stderr)
-        return 3
-    print(summary_markdown(RunSummary(**result)), end="")
-    return 0
+    deferred_before = None
+    while True:
+        try:
+            options = {"max_run_bytes": args.max_run_bytes} if args.max_run_bytes else {}
+            result = ingest(raw_dir=args.raw_dir, processed_dir=args.processed_dir,
+                            lock_wait_seconds=args.wait, progress_bar=sys.stderr.isatty(), **options)
+        except ProcessedDirLocked as exc:
+            print(f"newsdedup: {exc}", file=sys.stderr)
+            return 3
+        print(summary_markdown(RunSummary(**result)), end="")
+        deferred = result["files_deferred"]
+        # A large backlog is read in several runs, each bounded in memory (max_run_bytes).
+        if args.once or not deferred or (deferred_before is not None and deferred >= deferred_before):
+            return 0
+        deferred_before = deferred
+        print(f"\n{deferred} files left: running again\n")
 
 
 def _usage_error(message: object) -> int:
@@ -128,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the ingest flow once over the raw dir (embedded Prefect, no server)")
     run.add_argument("--raw-dir", default="raw")
     run.add_argument("--processed-dir", default="processed")
+    run.add_argument("--max-run-bytes", type=int, default=None, metavar="BYTES",
+                     help="raw bytes one run reads at most (default 256 MB); bounds memory on a large backlog")
+    run.add_argument("--once", action="store_true",
+                     help="one run only, even if files are left for a next run (see max_run_bytes)")
     run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                      help="if another run holds processed/, wait this long for it instead of exiting")
     run.set_defaults(func=cmd_run)

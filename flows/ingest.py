@@ -180,6 +180,7 @@ def ingest(
     processed_dir: str = "processed",
     batch_size: int = 200,
     max_file_bytes: int = DEFAULT_MAX_BYTES,
+    max_run_bytes: int = IngestSettings.max_run_bytes,
     lock_wait_seconds: float = 0.0,
     io_retries: int = 2,
     io_retry_delay_seconds: float = 2.0,
@@ -191,7 +192,7 @@ def ingest(
     same report in processed_dir/last_run.md (with the numbers in last_run.json).
     """
     logger = get_run_logger()
-    settings = IngestSettings(max_file_bytes=max_file_bytes, batch_size=batch_size,
+    settings = IngestSettings(max_file_bytes=max_file_bytes, batch_size=batch_size, max_run_bytes=max_run_bytes,
                               lock_wait_seconds=lock_wait_seconds)
     run_id = str(flow_run.id) if flow_run.id else None
     try:

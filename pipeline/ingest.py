@@ -67,6 +67,10 @@ def _crash_point(name: str) -> None:
 class IngestSettings:
     max_file_bytes: int = DEFAULT_MAX_BYTES
     batch_size: int = 200  # files per prepare task
+    # Raw bytes one run reads at most; the rest waits for the next run. A run holds its
+    # prepared articles in memory until its one commit, so this bounds its memory on a
+    # first load of a large archive (about 1 GB per 256 MB of plain text).
+    max_run_bytes: int = 256 * 1024 * 1024
     lock_wait_seconds: float = 0.0
     dedup: DedupSettings = field(default_factory=DedupSettings)
 
@@ -84,6 +88,7 @@ class Plan:
     unchanged: int
     problems: list[Problem]  # found while scanning (symlinks, unsupported types)
     seen: int
+    deferred: int = 0  # files left for the next run (max_run_bytes)
 
 
 @dataclass
@@ -142,21 +147,27 @@ def sort_key(published: str | None) -> str:
 # --- plan ------------------------------------------------------------------------------
 
 
-def plan_run(raw_dir: Path, store: Store) -> Plan:
+def plan_run(raw_dir: Path, store: Store, max_run_bytes: int | None = None) -> Plan:
     """Which files need reading: new ones, and known ones whose size or mtime moved
-    (their bytes are hashed in ``prepare_batch`` to tell a real change from a touch)."""
+    (their bytes are hashed in ``prepare_batch`` to tell a real change from a touch).
+    Past ``max_run_bytes`` of them, the rest is deferred to the next run."""
     entries, problems = scan_raw(raw_dir)
     known = store.known_files()
     to_read: list[PlannedFile] = []
-    unchanged = 0
+    unchanged = deferred = 0
+    budget = 0
     for entry in entries:
         mtime_ns = entry.abs_path.stat().st_mtime_ns
         row = known.get(entry.path)
         if row is not None and row["size"] == entry.size and row["mtime_ns"] == mtime_ns:
             unchanged += 1
             continue
+        if max_run_bytes is not None and to_read and budget + entry.size > max_run_bytes:
+            deferred += 1
+            continue
+        budget += entry.size
         to_read.append(PlannedFile(entry, mtime_ns, row["sha256"] if row is not None else None))
-    return Plan(to_read, unchanged, problems, len(entries) + len(problems))
+    return Plan(to_read, unchanged, problems, len(entries) + len(problems), deferred)
 
 
 def batches(items: list[PlannedFile], size: int) -> Iterator[list[PlannedFile]]:
@@ -256,6 +267,7 @@ class RunSummary:
     files_new: int = 0
     files_changed: int = 0
     files_unchanged: int = 0
+    files_deferred: int = 0  # left for the next run (max_run_bytes)
     files_quarantined: int = 0
     items_quarantined: int = 0
     records_written: int = 0
@@ -455,6 +467,7 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
 
         _record_files_and_quarantine(conn, outcomes, problems, run, summary)
         summary.files_seen = plan.seen
+        summary.files_deferred = plan.deferred
         summary.files_unchanged += plan.unchanged
         summary.top_passages = _top_passages(conn, [i.record_id for i in new_items])
         summary.timings["commit"] = round(time.perf_counter() - started, 3)
@@ -579,7 +592,7 @@ class IngestRun:
 
     def plan(self) -> Plan:
         t0 = time.perf_counter()
-        plan = plan_run(self.raw_dir, self.store)
+        plan = plan_run(self.raw_dir, self.store, self.settings.max_run_bytes)
         self.summary.timings["plan"] = round(time.perf_counter() - t0, 3)
         return plan
 
@@ -626,6 +639,8 @@ def summary_markdown(summary: RunSummary) -> str:
         "",
         "Timings (s): " + ", ".join(f"{k} {v}" for k, v in s.timings.items()),
     ]
+    if s.files_deferred:
+        lines += ["", f"{s.files_deferred} more files wait for the next run (max_run_bytes)."]
     if s.top_passages:
         lines += ["", "## Most repeated passages in this run", "", "| passage | copies | text |", "|---|---|---|"]
         lines += [f"| `{p['passage']}` | {p['copies']} | {p['text'].replace('|', '/')[:120]} |" for p in s.top_passages]

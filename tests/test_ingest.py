@@ -283,3 +283,20 @@ def test_orders_are_total(seed_raw: Path, tmp_path: Path) -> None:
             run_ingest(raw, processed)
         results.append(stable(list(read_records(processed))))
     assert all(r == results[0] for r in results)
+
+
+def test_a_large_backlog_is_read_over_several_bounded_runs(seed_raw: Path, tmp_path: Path) -> None:
+    processed = tmp_path / "processed"
+    settings = IngestSettings(max_run_bytes=6000)  # about two sample articles per run
+    runs = []
+    while True:
+        summary = run_ingest(seed_raw, processed, settings)
+        runs.append(summary)
+        if not summary.files_deferred:
+            break
+    assert len(runs) >= 3
+    assert runs[0].files_deferred > 0 and runs[0].records_written < 5
+    assert sum(s.records_written for s in runs) == 5
+    reference = tmp_path / "reference"
+    run_ingest(seed_raw, reference)
+    assert stable(list(read_records(processed))) == stable(list(read_records(reference)))

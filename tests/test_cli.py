@@ -1,0 +1,43 @@
+"""The `newsdedup` command as a user runs it: a real process, the real flow (embedded Prefect)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.state import writer_lock
+from tests.conftest import ROOT
+
+NEWSDEDUP = [sys.executable, "-m", "flows.cli"]
+
+
+def newsdedup(*args: str, env_home: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PREFECT_HOME=str(env_home))
+    return subprocess.run([*NEWSDEDUP, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_run_reads_a_backlog_in_bounded_runs_then_records_and_status(seed_raw: Path, tmp_path: Path) -> None:
+    processed = tmp_path / "processed"
+    home = tmp_path / "prefect-home"
+    done = newsdedup("run", "--raw-dir", str(seed_raw), "--processed-dir", str(processed),
+                     "--max-run-bytes", "6000", env_home=home)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "files left: running again" in done.stdout
+    assert done.stdout.count("# newsdedup ingest run") >= 3
+
+    listed = newsdedup("records", str(processed), env_home=home)
+    records = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert len(records) == 5
+    assert sum(r["repeats"] for r in records) == 6
+
+    status = newsdedup("status", str(processed), "--json", env_home=home)
+    assert json.loads(status.stdout)["records"] == 5
+
+    with writer_lock(processed):
+        refused = newsdedup("run", "--raw-dir", str(seed_raw), "--processed-dir", str(processed), env_home=home)
+    assert refused.returncode == 3
+    assert "another newsdedup run is writing" in refused.stderr
