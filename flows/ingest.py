@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import sqlite3
 import sys
 import time
@@ -34,6 +33,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from pipeline.ingest import (
+    LAST_RUN_MD,
     FileOutcome,
     IngestRun,
     IngestSettings,
@@ -54,7 +54,6 @@ _TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": Fal
 
 REPORT_KEY = "ingest-report"
 PROGRESS_KEY = "ingest-progress"
-LAST_RUN_MD = "last_run.md"
 _UNREADABLE = "unreadable:"  # prefix of the quarantine reason for an OSError while reading
 
 
@@ -115,12 +114,6 @@ def commit_task(run: IngestRun, plan: Plan, prepared: list[PreparedBatch]) -> Ru
         if not _already_committed(run):
             run.summary.__dict__.update(before)  # the transaction rolled back: so do the counters
         raise
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class _Progress:
@@ -218,7 +211,6 @@ def ingest(
                         summary.paragraphs, summary.repeats_flagged,
                         summary.files_quarantined + summary.items_quarantined, summary.timings.get("commit", 0.0))
             report = summary_markdown(summary)
-            _write_text_atomic(run.processed_dir / LAST_RUN_MD, report)
     except Exception as exc:
         create_markdown_artifact(f"# newsdedup ingest run failed\n\n`{type(exc).__name__}: {exc}`\n\n"
                                  "processed/ was left as it was before this run.\n",

@@ -42,6 +42,7 @@ from pipeline.records import (
     part_name,
     write_json_atomic,
     write_part_tmp,
+    write_text_atomic,
 )
 from pipeline.state import (
     SqliteIndex,
@@ -53,6 +54,7 @@ from pipeline.state import (
     writer_lock,
 )
 
+LAST_RUN_MD = "last_run.md"  # the run report, readable without Prefect
 UNDATED = "~"  # sorts after every ISO date: undated articles come last
 CRASH_ENV = "NEWSDEDUP_CRASH_AT"
 
@@ -542,6 +544,7 @@ def write_reports(store: Store, summary: RunSummary) -> None:
     """Files a reader without Prefect can open: the last run's summary and the quarantine list."""
     processed = store.processed_dir
     write_json_atomic(processed / "last_run.json", summary.as_dict())
+    write_text_atomic(processed / LAST_RUN_MD, summary_markdown(summary))
     rows = store.conn.execute("SELECT * FROM quarantine ORDER BY path, item").fetchall()
     write_json_atomic(processed / "quarantine.jsonl", [
         {"path": r["path"], "item": None if r["item"] == -1 else r["item"], "sha256": r["sha256"],

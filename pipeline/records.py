@@ -153,6 +153,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a small file via a temporary file and a rename: readers see the old or the new."""
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def write_json_atomic(path: Path, value: Any) -> None:
     """Write a small JSON/JSONL file via a temporary file and a rename."""
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
