@@ -86,7 +86,7 @@ def isolate_task(run: IngestRun, group: list[PlannedFile]) -> PreparedBatch:
         except Exception as exc:  # one bad file must not fail the run
             batch = PreparedBatch([], [FileOutcome(
                 planned.entry.path, None, planned.entry.size, planned.mtime_ns, "quarantined",
-                f"failed to process: {type(exc).__name__}: {exc}", changed=planned.known_sha256 is not None)], [])
+                f"failed to process: {type(exc).__name__}: {exc}", changed=planned.known)], [])
         merged.articles += batch.articles
         merged.files += batch.files
         merged.problems += batch.problems

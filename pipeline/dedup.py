@@ -234,7 +234,7 @@ class RepeatFinder:
     def find(
         self, ref: ParagraphRef, shingles: np.ndarray, signature: np.ndarray, keys: np.ndarray
     ) -> RepeatDecision | None:
-        best: RepeatDecision | None = None
+        best: tuple[float, _neg, RepeatDecision] | None = None
         for pid in self.index.candidates(keys):
             other, other_shingles, other_signature = self.index.lookup(pid)
             if other.order >= ref.order:
@@ -242,13 +242,13 @@ class RepeatFinder:
             similarity = jaccard(shingles, other_shingles)
             if similarity < self.settings.threshold:
                 continue
-            estimated = float(np.mean(signature == other_signature))
-            decision = RepeatDecision(other, round(similarity, 4), round(estimated, 4))
-            # Highest similarity wins; ties go to the earliest occurrence, so the
-            # decision does not depend on index or insertion order.
-            if best is None or (similarity, _neg(other.order)) > (best.similarity, _neg(best.of.order)):
-                best = decision
-        return best
+            # Highest exact similarity wins (compared unrounded); ties go to the earliest
+            # occurrence, so the decision depends neither on index nor on insertion order.
+            rank = (similarity, _neg(other.order))
+            if best is None or rank > best[:2]:
+                estimated = float(np.mean(signature == other_signature))
+                best = (*rank, RepeatDecision(other, round(similarity, 4), round(estimated, 4)))
+        return best[2] if best is not None else None
 
 
 class _neg:

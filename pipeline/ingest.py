@@ -81,7 +81,8 @@ class IngestSettings:
 class PlannedFile:
     entry: RawEntry
     mtime_ns: int
-    known_sha256: str | None  # None for a file never seen
+    known_sha256: str | None  # None for a file never seen, or never hashed (quarantined unread)
+    known: bool = False  # the files table has a row for this path
 
 
 @dataclass
@@ -168,7 +169,7 @@ def plan_run(raw_dir: Path, store: Store, max_run_bytes: int | None = None) -> P
             deferred += 1
             continue
         budget += entry.size
-        to_read.append(PlannedFile(entry, mtime_ns, row["sha256"] if row is not None else None))
+        to_read.append(PlannedFile(entry, mtime_ns, row["sha256"] if row is not None else None, row is not None))
     return Plan(to_read, unchanged, problems, len(entries) + len(problems), deferred)
 
 
@@ -182,49 +183,63 @@ def batches(items: list[PlannedFile], size: int) -> Iterator[list[PlannedFile]]:
 
 def prepare_batch(files: Iterable[PlannedFile], settings: IngestSettings) -> PreparedBatch:
     """Read, clean, extract metadata and sketch a batch of files (no state is touched)."""
-    articles: list[PreparedArticle] = []
-    outcomes: list[FileOutcome] = []
-    problems: list[Problem] = []
+    batch = PreparedBatch([], [], [])
     for planned in files:
-        entry = planned.entry
-        sha: str | None = None
-        try:
-            data = read_bytes(entry, settings.max_file_bytes)
-            sha = sha256_bytes(data)
-            changed = planned.known_sha256 is not None and planned.known_sha256 != sha
-            if planned.known_sha256 == sha:
-                outcomes.append(FileOutcome(entry.path, sha, entry.size, planned.mtime_ns, "unchanged"))
-                continue
-            documents, item_problems = parse(entry, data)
-        except BadInput as exc:
-            outcomes.append(FileOutcome(entry.path, sha, entry.size, planned.mtime_ns, "quarantined", str(exc),
-                                        changed=planned.known_sha256 is not None))
-            continue
-        except OSError as exc:
-            outcomes.append(FileOutcome(entry.path, sha, entry.size, planned.mtime_ns, "quarantined",
-                                        f"unreadable: {exc.strerror or exc}", changed=planned.known_sha256 is not None))
-            continue
-        problems.extend(item_problems)
-        file_articles: list[PreparedArticle] = []
+        _prepare_file(planned, settings, batch)
+    _sketch(batch.articles, settings.dedup)
+    return batch
+
+
+def _prepare_file(planned: PlannedFile, settings: IngestSettings, batch: PreparedBatch) -> None:
+    entry = planned.entry
+    sha: str | None = None
+
+    def quarantine(reason: str) -> None:
+        batch.files.append(FileOutcome(entry.path, sha, entry.size, planned.mtime_ns, "quarantined", reason,
+                                       changed=planned.known))
+
+    try:
+        data = read_bytes(entry, settings.max_file_bytes)
+        sha = sha256_bytes(data)
+        if planned.known_sha256 == sha:
+            batch.files.append(FileOutcome(entry.path, sha, entry.size, planned.mtime_ns, "unchanged"))
+            return
+        documents, problems = parse(entry, data)
+        file_articles = []
         for doc in documents:
             cleaned = clean_document(doc)
             if not any(p.kind == "body" for p in cleaned.paragraphs):
                 problems.append(Problem(doc.path, "no body text left after cleaning", doc.item, doc.sha256))
                 continue
-            meta = extract_metadata(doc, cleaned)
-            file_articles.append(
-                PreparedArticle(record_id_for(doc.path, doc.item), doc.path, doc.item, doc.sha256, doc.format,
-                                meta, cleaned.paragraphs, [], doc.extra)
-            )
-        if not file_articles:
-            reason = "; ".join(sorted({p.reason for p in problems if p.path == entry.path})) or "no articles"
-            outcomes.append(FileOutcome(entry.path, sha, entry.size, planned.mtime_ns, "quarantined", reason, changed))
-            problems = [p for p in problems if p.path != entry.path]
-            continue
-        articles.extend(file_articles)
-        outcomes.append(FileOutcome(entry.path, sha, entry.size, planned.mtime_ns, "ok", changed=changed))
-    _sketch(articles, settings.dedup)
-    return PreparedBatch(articles, outcomes, problems)
+            article = PreparedArticle(record_id_for(doc.path, doc.item), doc.path, doc.item, doc.sha256, doc.format,
+                                      extract_metadata(doc, cleaned), cleaned.paragraphs, [], doc.extra)
+            _check_storable(article)
+            file_articles.append(article)
+    except BadInput as exc:
+        quarantine(str(exc))
+        return
+    except OSError as exc:
+        quarantine(f"unreadable: {exc.strerror or exc}")
+        return
+    except Exception as exc:  # a parser bug on one odd file must not stop the batch
+        quarantine(f"failed to process: {type(exc).__name__}: {str(exc)[:300]}")
+        return
+    if not file_articles:
+        quarantine("; ".join(sorted({p.reason for p in problems})) or "no articles")
+        return
+    batch.problems.extend(problems)
+    batch.articles.extend(file_articles)
+    batch.files.append(FileOutcome(entry.path, sha, entry.size, planned.mtime_ns, "ok",
+                                   changed=planned.known and planned.known_sha256 != sha))
+
+
+def _check_storable(article: PreparedArticle) -> None:
+    """What the record will hold must encode as UTF-8 JSON; found here, not at commit."""
+    probe = {"p": [p.text for p in article.paragraphs], "m": article.meta.as_dict(), "e": article.extra}
+    try:
+        json.dumps(probe, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (UnicodeEncodeError, ValueError) as exc:
+        raise BadInput(f"text that cannot be stored as UTF-8 JSON: {type(exc).__name__}: {str(exc)[:200]}") from exc
 
 
 def _sketch(articles: list[PreparedArticle], settings: DedupSettings) -> None:
@@ -343,8 +358,11 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
 
     _crash_point("before-commit")
     with store.transaction():
-        # Files whose new bytes parsed replace every record they held before.
-        replaced_paths = sorted({o.path for o in outcomes if o.status == "ok" and o.changed})
+        # Files whose new bytes parsed replace every record they held before. Asked of the
+        # records themselves, not of the files table: a file quarantined in between (its
+        # bytes never hashed) still holds the records of its last good version.
+        replaced_paths = sorted({o.path for o in outcomes if o.status == "ok" and conn.execute(
+            "SELECT 1 FROM articles WHERE path = ? AND sha256 != ? LIMIT 1", (o.path, o.sha256)).fetchone()})
         removed_rows = []
         for path in replaced_paths:
             removed_rows += conn.execute("SELECT * FROM articles WHERE path = ?", (path,)).fetchall()

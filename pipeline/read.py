@@ -301,13 +301,42 @@ def _html_document(path: str, item: int | None, sha: str, markup: str, meta: dic
                     blocks=html_extract.fragment_blocks(markup), meta=dict(meta))
 
 
+_LONE_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _clean_json(value: Any) -> Any:
+    """JSON that Python parses but UTF-8 and strict JSON cannot hold: an escaped lone
+    surrogate ("\\ud800") becomes U+FFFD, NaN and Infinity become null."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE_RE.sub("\ufffd", value)
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, list):
+        return [_clean_json(v) for v in value]
+    if isinstance(value, dict):
+        return {_clean_json(k): _clean_json(v) for k, v in value.items()}
+    return value
+
+
+def _loads(text: str) -> Any:
+    """json.loads with the failures of hostile input (nesting, huge numbers) as BadInput."""
+    try:
+        return _clean_json(json.loads(text))
+    except RecursionError as exc:
+        raise BadInput("malformed JSON: nested too deeply") from exc
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise BadInput(f"malformed JSON: {str(exc)[:200]}") from exc
+
+
 def _iter_json_objects(text: str, lines: bool) -> Iterator[tuple[int, Any, str | None]]:
     """(item, object, error) for each article object of a JSON or JSON Lines file."""
     if lines:
         yield from _iter_json_lines(text)
         return
     try:
-        value = json.loads(text)
+        value = _loads(text)
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data" and _is_json_lines(text):
             yield from _iter_json_lines(text)  # a JSON Lines export saved as .json
@@ -330,9 +359,11 @@ def _iter_json_lines(text: str) -> Iterator[tuple[int, Any, str | None]]:
         if not line.strip():
             continue
         try:
-            yield item, json.loads(line), None
+            yield item, _loads(line), None
         except json.JSONDecodeError as exc:
             yield item, None, f"malformed JSON on line {lineno}, column {exc.colno}: {exc.msg}"
+        except BadInput as exc:
+            yield item, None, f"{exc} (line {lineno})"
         item += 1
 
 

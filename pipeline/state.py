@@ -164,19 +164,25 @@ class Store:
         """The filter that matches the committed buckets; rebuilt when it does not."""
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'bloom_generation'").fetchone()
         generation = int(row[0]) if row is not None else 0
-        for candidate in (BloomFilter.load(self.processed_dir), self._saved_bloom()):
+        for candidate in (BloomFilter.load(self.processed_dir), self._saved_bloom(generation)):
             if candidate is not None and candidate.generation == generation and not candidate.crowded():
                 return candidate
         return self._rebuild_bloom(generation)
 
-    def _saved_bloom(self) -> BloomFilter | None:
-        # Saved by a run that died after its commit, before moving the file into place.
+    def _saved_bloom(self, generation: int) -> BloomFilter | None:
+        """A filter saved by a run that died after its commit, before moving it into place.
+
+        Only the one whose number matches the committed state is installed; one left by a
+        run that never committed is deleted, never trusted.
+        """
         tmp = self.processed_dir / f".tmp-{bloom_file.BLOOM_FILE}"
         if not tmp.exists():
             return None
         bloom = BloomFilter.load_path(tmp)
-        if bloom is not None:
-            bloom_file.install(self.processed_dir)
+        if bloom is None or bloom.generation != generation:
+            tmp.unlink(missing_ok=True)
+            return None
+        bloom_file.install(self.processed_dir)
         return bloom
 
     def _rebuild_bloom(self, generation: int) -> BloomFilter:

@@ -70,3 +70,18 @@ def test_stale_or_missing_filter_is_rebuilt_and_results_do_not_change(seed_raw: 
         return sorted(({k: v for k, v in r.items() if k != "pipeline"} for r in records), key=lambda r: r["id"])
 
     assert strip(list(read_records(processed))) == strip(list(read_records(reference)))
+
+
+def test_a_filter_left_by_a_run_that_never_committed_is_not_installed(seed_raw: Path, tmp_path: Path) -> None:
+    processed = tmp_path / "processed"
+    run_ingest(seed_raw, processed)
+    (processed / BLOOM_FILE).unlink()
+    orphan = BloomFilter.for_keys(10, generation=99)  # no run 99 ever committed
+    orphan.save_tmp(processed)
+    store = Store(processed, DedupSettings())
+    try:
+        bloom = store.open_bloom()
+        assert bloom.generation == 1 and bloom is not orphan
+        assert not (processed / f".tmp-{BLOOM_FILE}").exists()
+    finally:
+        store.close()

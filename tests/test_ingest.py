@@ -300,3 +300,63 @@ def test_a_large_backlog_is_read_over_several_bounded_runs(seed_raw: Path, tmp_p
     reference = tmp_path / "reference"
     run_ingest(seed_raw, reference)
     assert stable(list(read_records(processed))) == stable(list(read_records(reference)))
+
+
+def _write_json(raw: Path, name: str, paragraphs: list[str], published: str | None = None) -> None:
+    obj: dict[str, Any] = {"text": "\n\n".join(paragraphs)}
+    if published:
+        obj["published"] = published
+    (raw / name).write_text(json.dumps(obj))
+
+
+def test_equal_similarity_goes_to_the_earliest_whatever_arrives_first(tmp_path: Path) -> None:
+    words = [f"w{i:02d}x" for i in range(1, 15)]
+    texts = {
+        "a1.json": (" ".join(words[:12] + ["xone", "xtwo"]), "2020-01-01"),  # J(p, a1) = 2/3
+        "a2.json": (" ".join(["yone", "ytwo"] + words[2:]), "2020-01-02"),   # J(p, a2) = 2/3
+        "p.json": (" ".join(words), "2020-01-03"),
+    }
+    results = []
+    for arrival in (["a1.json", "a2.json", "p.json"], ["a2.json", "p.json", "a1.json"]):
+        raw = tmp_path / arrival[0] / "raw"
+        raw.mkdir(parents=True)
+        for name in arrival:
+            _write_json(raw, name, [texts[name][0]], texts[name][1])
+            run_ingest(raw, raw.parent / "processed")
+        records = {r["source"]["path"]: r for r in read_records(raw.parent / "processed")}
+        assert records["p.json"]["paragraphs"][0]["repeat_of"]["record"] == records["a1.json"]["id"]
+        results.append(stable(list(records.values())))
+    assert results[0] == results[1]
+
+
+def test_a_file_fixed_after_an_unhashed_quarantine_replaces_its_old_records(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    body = "A perfectly ordinary paragraph of an article, long enough to be compared with others."
+    lines = [json.dumps({"text": f"{body} Number {i}.", "published": "2020-01-0" + str(i + 1)}) for i in range(3)]
+    (raw / "a.jsonl").write_text("\n".join(lines))
+    processed = tmp_path / "processed"
+    run_ingest(raw, processed)
+    (raw / "a.jsonl").write_text("x" * 5000)  # too large: quarantined before its bytes are hashed
+    run_ingest(raw, processed, IngestSettings(max_file_bytes=1000))
+    assert len(list(read_records(processed))) == 3  # the last good version is kept meanwhile
+    (raw / "a.jsonl").write_text(json.dumps({"text": "Completely new text for a single article, fixed."}))
+    run_ingest(raw, processed)
+    records = list(read_records(processed))
+    assert [r["text"] for r in records] == ["Completely new text for a single article, fixed."]
+    assert stable(part_records(processed)) == stable(records)
+
+
+def test_hostile_json_is_quarantined_or_repaired_never_fatal(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    _write_json(raw, "good.json", ["A perfectly normal article paragraph with quite enough words in it."], "2020-01-01")
+    (raw / "deep.json").write_text("[" * 100000 + "]" * 100000)
+    (raw / "bigint.json").write_text('{"text": "Some article text here.", "n": ' + "1" * 5000 + "}")
+    (raw / "surrogate.json").write_text('{"text": "Broken \\ud800 text with enough words to count here.", "x": NaN}')
+    summary = run_ingest(raw, tmp_path / "processed")
+    reasons = {q["path"]: q["reason"] for q in summary.quarantined}
+    assert reasons["deep.json"] == "malformed JSON: nested too deeply"
+    assert reasons["bigint.json"].startswith("malformed JSON")
+    records = {r["source"]["path"]: r for r in read_records(tmp_path / "processed")}
+    assert "\ufffd" in records["surrogate.json"]["text"] and records["surrogate.json"]["extra"] == {"x": None}
