@@ -24,14 +24,22 @@ _PREFECT_DEFAULTS = {
 def _prefect_env() -> None:
     for key, value in _PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    # Prefect's state stays with the project (as with `make run` and `serve`), not in ~/.prefect.
+    os.environ.setdefault("PREFECT_HOME", str((Path.cwd() / ".prefect").resolve()))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     _prefect_env()
     from flows.ingest import ingest
     from pipeline.ingest import RunSummary, summary_markdown
-    from pipeline.state import ProcessedDirLocked
+    from pipeline.state import ProcessedDirLocked, writer_lock
 
+    try:  # a locked processed/ is refused at once, before Prefect starts
+        with writer_lock(Path(args.processed_dir), args.wait):
+            pass
+    except ProcessedDirLocked as exc:
+        print(f"newsdedup: {exc}", file=sys.stderr)
+        return 3
     deferred_before = None
     while True:
         try:

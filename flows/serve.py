@@ -345,7 +345,12 @@ def trigger(*, name: str = DEFAULT_DEPLOYMENT, parameters: dict[str, Any] | None
     last = None
     with get_client(sync_client=True) as client:
         while True:
-            run = client.read_flow_run(flow_run.id)
+            try:
+                run = client.read_flow_run(flow_run.id)
+            except Exception as exc:  # the server went away (stopped, restarted) while we waited
+                print(f"newsdedup trigger: lost the Prefect API at {api_url} while waiting ({type(exc).__name__}); "
+                      f"the state of run {flow_run.id} is unknown", file=sys.stderr)
+                return 5
             state = run.state
             label = f"{state.type.value} ({state.name})" if state else "unknown"
             if label != last:

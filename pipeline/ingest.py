@@ -92,6 +92,7 @@ class Plan:
     problems: list[Problem]  # found while scanning (symlinks, unsupported types)
     seen: int
     deferred: int = 0  # files left for the next run (max_run_bytes)
+    present: set[str] = field(default_factory=set)  # every path found under the raw dir
 
 
 @dataclass
@@ -170,7 +171,8 @@ def plan_run(raw_dir: Path, store: Store, max_run_bytes: int | None = None) -> P
             continue
         budget += entry.size
         to_read.append(PlannedFile(entry, mtime_ns, row["sha256"] if row is not None else None, row is not None))
-    return Plan(to_read, unchanged, problems, len(entries) + len(problems), deferred)
+    present = {e.path for e in entries} | {p.path for p in problems}
+    return Plan(to_read, unchanged, problems, len(entries) + len(problems), deferred, present)
 
 
 def batches(items: list[PlannedFile], size: int) -> Iterator[list[PlannedFile]]:
@@ -486,6 +488,11 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
             conn.execute("INSERT OR REPLACE INTO parts VALUES (?, ?, 1)", (part, len(lines)))
 
         _record_files_and_quarantine(conn, outcomes, problems, run, summary)
+        # A quarantined file that is gone from raw/ needs no more attention. (Records of
+        # deleted files are kept: raw/ may be pruned once processed.)
+        gone = [row[0] for row in conn.execute("SELECT DISTINCT path FROM quarantine") if row[0] not in plan.present]
+        conn.executemany("DELETE FROM quarantine WHERE path = ?", [(p,) for p in gone])
+        conn.executemany("DELETE FROM files WHERE path = ? AND status = 'quarantined'", [(p,) for p in gone])
         summary.files_seen = plan.seen
         summary.files_deferred = plan.deferred
         summary.files_unchanged += plan.unchanged
@@ -652,7 +659,8 @@ def summary_markdown(summary: RunSummary) -> str:
     lines = [
         f"# newsdedup ingest run `{s.run_id}` (#{s.run_seq}): {s.outcome}",
         "",
-        "| files seen | new | changed | unchanged | quarantined | records written | rewritten | paragraphs | repeats |",
+        "| files seen | new | changed | unchanged | quarantined | records written | rewritten | paragraphs "
+        "| repeats in new records |",
         "|---|---|---|---|---|---|---|---|---|",
         f"| {s.files_seen} | {s.files_new} | {s.files_changed} | {s.files_unchanged} | "
         f"{s.files_quarantined + s.items_quarantined} | {s.records_written} | {s.records_rewritten} | "

@@ -188,6 +188,11 @@ def test_empty_binary_and_bad_files_are_quarantined_and_the_run_goes_on(seed_raw
     assert summary.records_written == 1
     quarantine = [json.loads(line)["path"] for line in (processed / "quarantine.jsonl").read_text().splitlines()]
     assert "broken.json" not in quarantine and "empty.txt" in quarantine
+    # a quarantined file deleted from raw/ leaves the quarantine list
+    (seed_raw / "empty.txt").unlink()
+    run_ingest(seed_raw, processed)
+    quarantine = [json.loads(line)["path"] for line in (processed / "quarantine.jsonl").read_text().splitlines()]
+    assert "empty.txt" not in quarantine and "image.txt" in quarantine
 
 
 def test_oversized_file_is_quarantined(seed_raw: Path, tmp_path: Path) -> None:
@@ -204,14 +209,17 @@ def test_second_writer_is_refused_with_a_clear_message(seed_raw: Path, tmp_path:
             run_ingest(seed_raw, processed)
     # a waiting run proceeds once the first lets go
     release = threading.Event()
+    held = threading.Event()
 
     def hold() -> None:
         with writer_lock(processed):
+            held.set()
             release.wait(5)
 
     holder = threading.Thread(target=hold)
     holder.start()
     try:
+        assert held.wait(10)  # the waiting run starts only once the lock is really taken
         threading.Timer(0.5, release.set).start()
         summary = run_ingest(seed_raw, processed, IngestSettings(lock_wait_seconds=30))
     finally:
