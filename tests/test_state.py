@@ -73,8 +73,9 @@ def test_lookup_reads_place_and_sketch_from_the_database(tmp_path: Path) -> None
         signature = np.arange(128, dtype=np.uint32)
         conn = store.conn
         conn.execute("INSERT INTO articles VALUES ('r1', 'a.txt', -1, 'sha', '2020-01-01T00:00:00', 'p', 1, 't', '{}')")
+        row = (7, "r1", 3, sqlite3.Binary(shingles.tobytes()), sqlite3.Binary(signature.tobytes()))
         conn.execute("INSERT INTO paragraphs (pid, record_id, idx, shingles, signature, role) "
-                     "VALUES (?, ?, ?, ?, ?, 1)", (7, "r1", 3, sqlite3.Binary(shingles.tobytes()), sqlite3.Binary(signature.tobytes())))
+                     "VALUES (?, ?, ?, ?, ?, 1)", row)
         ref, got_shingles, got_signature = index.lookup(7)
         assert ref == ParagraphRef("r1", 3, ("2020-01-01T00:00:00", "a.txt", -1, 3))
         assert np.array_equal(got_shingles, shingles) and np.array_equal(got_signature, signature)
