@@ -146,8 +146,9 @@ class MinHasher:
             chunk_sizes = sizes[first:last]
             nonempty = np.flatnonzero(chunk_sizes)
             if nonempty.size:
-                values = flat[starts[first] : ends[last - 1]]
-                permuted = self._a * _fmix32(values)[None, :] + self._b  # wraps mod 2^32
+                values = _fmix32(flat[starts[first] : ends[last - 1]])
+                permuted = np.multiply(self._a, values[None, :])  # wraps mod 2^32, as intended
+                np.add(permuted, self._b, out=permuted)
                 offsets = (starts[first:last] - starts[first])[nonempty]
                 out[first + nonempty] = np.minimum.reduceat(permuted, offsets, axis=1).T
             first = last
