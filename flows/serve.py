@@ -152,6 +152,25 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _ensure_paused(api_url: str | None, deployment: str) -> None:
+    """Pause the schedule even if the runner was stopped before it could (a signal in its
+    first seconds): a schedule left active on a shared server would pile up runs."""
+    if not api_url or not api_healthy(api_url, timeout=5):
+        return
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            found = client.read_deployment_by_name(deployment)
+            if not found.paused:
+                client.pause_deployment(found.id)
+                print(f"newsdedup serve: paused the schedule of {deployment}", flush=True)
+    except Exception as exc:  # nothing to pause (never registered), or the API is gone
+        if type(exc).__name__ != "ObjectNotFound":
+            print(f"newsdedup serve: could not check that {deployment} is paused ({type(exc).__name__})",
+                  file=sys.stderr, flush=True)
+
+
 def _run_runner(flow: Any, *, name: str, schedule: Any, parameters: dict[str, Any], concurrency: Any) -> None:
     """``flow.serve(...)`` with a clean stop on Ctrl-C and SIGTERM alike.
 
@@ -269,6 +288,7 @@ def serve(
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
         try:
+            _ensure_paused(os.environ.get("PREFECT_API_URL"), f"{FLOW_NAME}/{name}")
             if server is not None:
                 print("newsdedup serve: stopping the Prefect server", flush=True)
                 server.stop()
