@@ -13,8 +13,19 @@ from dataclasses import dataclass, field
 
 from pipeline.read import Document
 
+# Month names as agencies write them: English (with the short forms "Sept."), and the
+# Russian (genitive), Turkish and Azerbaijani names of the region's agencies.
+MONTHS_FOREIGN = {
+    "января": 1, "февраля": 2, "марта": 3, "апреля": 4, "мая": 5, "июня": 6, "июля": 7, "августа": 8,
+    "сентября": 9, "октября": 10, "ноября": 11, "декабря": 12,
+    "ocak": 1, "şubat": 2, "mart": 3, "nisan": 4, "mayıs": 5, "haziran": 6, "temmuz": 7, "ağustos": 8,
+    "eylül": 9, "ekim": 10, "kasım": 11, "aralık": 12,
+    "yanvar": 1, "fevral": 2, "aprel": 4, "iyun": 6, "iyul": 7, "avqust": 8, "sentyabr": 9, "oktyabr": 10,
+    "noyabr": 11, "dekabr": 12,
+}
 MONTHS = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
-          r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)")
+          r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?|(?i:"
+          + "|".join(sorted(MONTHS_FOREIGN, key=len, reverse=True)) + "))")
 _DAY_MONTH_YEAR = rf"\d{{1,2}}\s+{MONTHS}\.?,?\s+\d{{4}}"
 _MONTH_DAY_YEAR = rf"{MONTHS}\.?\s+\d{{1,2}},?\s+\d{{4}}"
 _ISO_DATE = r"\d{4}-\d{2}-\d{2}"

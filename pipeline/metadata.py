@@ -16,7 +16,7 @@ from functools import lru_cache
 
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-from pipeline.clean import MONTHS, CleanDocument, Furniture
+from pipeline.clean import MONTHS, MONTHS_FOREIGN, CleanDocument, Furniture
 from pipeline.read import Document
 
 _MONTH_NUMBERS = {
@@ -63,7 +63,8 @@ class Metadata:
 
 
 def _month(name: str) -> int:
-    return _MONTH_NUMBERS[name[:3].lower()]
+    lowered = name.lower().rstrip(".")
+    return MONTHS_FOREIGN.get(lowered) or _MONTH_NUMBERS[lowered[:3]]
 
 
 def _parse_tz(text: str | None) -> timezone | None:

@@ -226,3 +226,16 @@ def test_detect_language(lang: str) -> None:
 @pytest.mark.parametrize("text", ["", "Baku", "12 345 678", "OK, thanks!", "— … —"])
 def test_detect_language_refuses_too_little_text(text: str) -> None:
     assert detect_language(text) is None
+
+
+@pytest.mark.parametrize(("written", "expected"), [
+    ("27 сентября 2020", "2020-09-27"),
+    ("10 мая 2021", "2021-05-10"),
+    ("5 Ekim 2020", "2020-10-05"),
+    ("3 Mayıs 2019", "2019-05-03"),
+    ("28 sentyabr 2020", "2020-09-28"),
+    ("1 May 2020", "2020-05-01"),
+    ("31 сентября 2020", None),  # no such day: nothing is invented
+])
+def test_month_names_of_the_regions_agencies(written: str, expected: str | None) -> None:
+    assert parse_published(written) == expected
