@@ -31,6 +31,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline.ingest import (
     LAST_RUN_MD,
@@ -143,9 +144,9 @@ class _Progress:
 
 
 def _prepare_group(run: IngestRun, group: list[PlannedFile], io_retries: int, io_retry_delay: float,
-                   logger: Any) -> list[PreparedBatch]:
+                   logger: Any, submitted: Any = None) -> list[PreparedBatch]:
     try:
-        batch = prepare_task(run, group)
+        batch = submitted.result() if submitted is not None else prepare_task(run, group)
     except Exception as exc:
         logger.warning("prepare: batch of %d files failed (%s: %s); preparing its files one by one",
                        len(group), type(exc).__name__, exc)
@@ -167,13 +168,14 @@ def _prepare_group(run: IngestRun, group: list[PlannedFile], io_retries: int, io
     return out
 
 
-@flow(name="ingest", log_prints=False)
+@flow(name="ingest", log_prints=False, task_runner=ThreadPoolTaskRunner(max_workers=4))
 def ingest(
     raw_dir: str = "raw",
     processed_dir: str = "processed",
     batch_size: int = 200,
     max_file_bytes: int = DEFAULT_MAX_BYTES,
     max_run_bytes: int = IngestSettings.max_run_bytes,
+    workers: int = 0,
     lock_wait_seconds: float = 0.0,
     io_retries: int = 2,
     io_retry_delay_seconds: float = 2.0,
@@ -186,7 +188,7 @@ def ingest(
     """
     logger = get_run_logger()
     settings = IngestSettings(max_file_bytes=max_file_bytes, batch_size=batch_size, max_run_bytes=max_run_bytes,
-                              lock_wait_seconds=lock_wait_seconds)
+                              workers=workers, lock_wait_seconds=lock_wait_seconds)
     run_id = str(flow_run.id) if flow_run.id else None
     try:
         with IngestRun(Path(raw_dir), Path(processed_dir), settings, run_id) as run:
@@ -197,8 +199,11 @@ def ingest(
             groups = list(batches(plan.to_read, settings.batch_size))
             progress = _Progress(len(plan.to_read), progress_bar)
             prepared: list[PreparedBatch] = []
-            for group in groups:
-                prepared += _prepare_group(run, group, io_retries, io_retry_delay_seconds, logger)
+            # With worker processes, batches are prepared side by side: each task waits in a
+            # thread of the flow's task runner while a worker process does the work.
+            submitted = [prepare_task.submit(run, group) for group in groups] if run.parallel else [None] * len(groups)
+            for group, future in zip(groups, submitted, strict=True):
+                prepared += _prepare_group(run, group, io_retries, io_retry_delay_seconds, logger, future)
                 progress.advance(len(group))
             progress.finish()
             files = [o for b in prepared for o in b.files]
