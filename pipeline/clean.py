@@ -54,7 +54,23 @@ BY_LINE_RE = re.compile(r"^By\s+(?P<who>[A-Z][\w'’.-]*(?:(?:\s+|\s*,\s*|\s+and
 CREDIT_LINE_RE = re.compile(r"^(?P<outlet>[A-Z][\w&.-]*(?:\s[A-Z][\w&.-]*){0,2}):$")
 LINK_LINE_RE = re.compile(
     r"^(?:READ MORE|Read more|Read More|ALSO READ|Also read|Also Read|RELATED|Related|See also|SEE ALSO|"
-    r"More on this|Recommended|WATCH|Watch)\s*[:>|-]\s*\S.*$"
+    r"More on this|Recommended|WATCH|Watch|"
+    # the same links in the languages of the region's and Europe's outlets
+    r"(?i:lesen sie (?:auch|mehr)|mehr zum thema|lire aussi(?: sur [\w.]+)?|à lire aussi|"
+    r"también puede leer|lea también|leia também|leggi anche|"
+    r"читайте также|читать также|смотрите также|ayrıca (?:okuyun|bakınız)|ilgili haber|"
+    r"həmçinin oxuyun|daha çox oxu|اقرأ أيضا|اقرأ أيضاً))\s*[:>|»-]+\s*\S.*$"
+)
+# Short lines that are page furniture in any position: credits, reading times, copyright,
+# share prompts; only whole short lines, never a sentence of the body that mentions them.
+FURNITURE_LINE_RE = re.compile(
+    r"^(?:(?:estimated )?reading time:? .{1,30}|tempo de leitura:? .{1,30}|lesezeit:? .{1,30}|"
+    r"temps de lecture:? .{1,30}|\d{1,2} min(?:ute)?s? read|"
+    r"(?:main |lead )?(?:image|photo|picture|foto|bild|photos) ?(?:credit|crédit|crédits)s?\s*:.{1,80}|"
+    r"crédits? photos?\s*:.{1,80}|(?:©|\(c\)|copyright)\s*\D{0,40}\d{4}.{0,60}|all rights reserved\.?|"
+    r"like this story\?.{0,60}|originally published (?:on|in|at) .{1,60}|"
+    r"follow (?:us|\w+ \w+) on (?:twitter|facebook|instagram|telegram).{0,60})$",
+    re.IGNORECASE,
 )
 TRAILER_RE = re.compile(
     r"^(?:Discussion about this post|Comments?|\d+ Comments?|Leave a (?:comment|reply)|Share this(?: article| post)?:?|"
@@ -186,6 +202,8 @@ def _classify_anywhere(line: str) -> Furniture | None:
     if LINK_LINE_RE.match(line):
         return Furniture("link", line)
     if len(line) <= 120 and TRAILER_RE.match(line):
+        return Furniture("trailer", line)
+    if len(line) <= 140 and FURNITURE_LINE_RE.match(line):
         return Furniture("trailer", line)
     return None
 

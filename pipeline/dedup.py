@@ -238,8 +238,10 @@ class RepeatFinder:
         best: tuple[float, _neg, RepeatDecision] | None = None
         for pid in self.index.candidates(keys):
             other, other_shingles, other_signature = self.index.lookup(pid)
-            if other.order >= ref.order:
-                continue  # only earlier text can be repeated
+            if other.order >= ref.order or other.record_id == ref.record_id:
+                # Only earlier text can be repeated, and only another article's: a list an
+                # article repeats within itself is its own text, not background.
+                continue
             similarity = jaccard(shingles, other_shingles)
             if similarity < self.settings.threshold:
                 continue

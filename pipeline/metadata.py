@@ -8,6 +8,7 @@ gives it, no outlet from "told Reuters" inside the body.
 
 from __future__ import annotations
 
+import html as html_lib
 import re
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -117,6 +118,9 @@ def format_published(day: date, time: tuple[int, int, int] | None = None, tz: ti
     return datetime(day.year, day.month, day.day, *time, tzinfo=tz).isoformat()
 
 
+PLAUSIBLE_YEARS = (1800, 2200)  # outside: a placeholder, not a publication date
+
+
 def parse_published(text: str) -> str | None:
     """A stated publication time in any common machine or agency format, normalised.
 
@@ -126,7 +130,8 @@ def parse_published(text: str) -> str | None:
         return None
     for parser in (_parse_epoch, _parse_iso, _parse_written):
         if (value := parser(text)) is not None:
-            return value
+            # CMS placeholders ("0001-01-01T00:00:00Z") state no date at all.
+            return value if PLAUSIBLE_YEARS[0] <= int(value[:4]) <= PLAUSIBLE_YEARS[1] else None
     return None
 
 
@@ -139,6 +144,10 @@ def _parse_epoch(text: str) -> str | None:
 
 
 def _parse_iso(text: str) -> str | None:
+    # "2022-5-3T23:57:00" (no zero padding) and "2022-05-04T03:00:00 UTC" occur in JSON-LD.
+    text = re.sub(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?=$|[T ])",
+                  lambda m: f"{m[1]}-{int(m[2]):02d}-{int(m[3]):02d}", text)
+    text = re.sub(r"\s*(?:UTC|GMT)$", "+00:00", text) if re.match(r"^\d{4}-\d{2}-\d{2}[T ]\d", text) else text
     if re.match(r"^\d{4}-\d{2}-\d{2}$", text):
         day = parse_date(text)
         return day.isoformat() if day else None
@@ -210,12 +219,36 @@ def _stated_metadata(stated: dict[str, str]) -> Metadata:
         language=_normalise_language(stated.get("language")),
         published=parse_published(stated["published"]) if stated.get("published") else None,
     )
-    author = _BY_PREFIX_RE.sub("", stated.get("author") or "").strip() or None
+    author = _BY_PREFIX_RE.sub("", html_lib.unescape(stated.get("author") or "")).strip() or None
     if author and author.casefold() in KNOWN_OUTLETS:
         meta.outlet = meta.outlet or author  # "By Trend": an agency signs, not a person
     else:
-        meta.author = author
+        meta.author = clean_author(author, meta.outlet)
     return meta
+
+
+# Accounts and desks that sign articles but are not authors.
+_NOT_AUTHORS_RE = re.compile(
+    r"^(?:admin|administrator|webmaster|editor|editors|editorial|staff|newsroom|redac(?:ción|cion|tion)|"
+    r"redaktion|редакция|редактор|editör|haber merkezi|guest|user|anonymous|unknown|[a-z]*admin)$",
+    re.IGNORECASE,
+)
+
+
+def clean_author(author: str | None, outlet: str | None) -> str | None:
+    """The stated author, without an outlet mixed in; None when it names no person."""
+    if not author:
+        return None
+    author = re.sub(r"\s+", " ", author).strip(" ,;|-–—")
+    if outlet:
+        o = re.escape(outlet.strip())
+        # "unocero - Alberto Ávila", "Victor Tangermann, Futurism", "Name. Sputnik"
+        author = re.sub(rf"^{o}\s*[-–—|:,]\s*|\s*[-–—|,.]\s*{o}$", "", author, flags=re.IGNORECASE).strip()
+        if author.casefold() == outlet.strip().casefold():
+            return None
+    if not author or _NOT_AUTHORS_RE.match(author) or author.startswith(("http://", "https://", "www.")):
+        return None
+    return author
 
 
 def _apply_furniture(meta: Metadata, furniture: list[Furniture]) -> None:
@@ -254,8 +287,12 @@ def extract_metadata(doc: Document, cleaned: CleanDocument) -> Metadata:
         meta.published = _published_from_furniture(cleaned.furniture)
     if meta.published is None:
         meta.published = _published_from_dateline(cleaned.furniture)
+    body = " ".join(p.text for p in cleaned.paragraphs)
     if meta.language is None:
-        meta.language = detect_language(" ".join(p.text for p in cleaned.paragraphs))
+        meta.language = detect_language(body)
+    elif (detected := detect_language(body, min_confidence=SURE_LANGUAGE_CONFIDENCE)) and detected != meta.language:
+        # A template's lang="en" on a German page: the text itself is the better witness.
+        meta.language = detected
     return meta
 
 
@@ -282,6 +319,7 @@ _WORD_RE = re.compile(r"\w+", re.UNICODE)
 _LETTER_RE = re.compile(r"[^\W\d_]")
 MIN_LANGUAGE_LETTERS = 20  # fewer letters than this: too short to tell
 MIN_LANGUAGE_CONFIDENCE = 0.5
+SURE_LANGUAGE_CONFIDENCE = 0.99  # needed to overrule a stated language
 
 
 @lru_cache(maxsize=1)
@@ -290,14 +328,14 @@ def _identifier() -> LanguageIdentifier:
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
-def detect_language(text: str) -> str | None:
+def detect_language(text: str, min_confidence: float = 0.0) -> str | None:
     """ISO 639-1 code of a text (py3langid, 97 languages); None when it is too short or the
     model is not confident."""
     sample = text[:400]  # the classifier's cost grows with the text; 400 characters decide
     if len(_LETTER_RE.findall(sample)) < MIN_LANGUAGE_LETTERS:
         return None
     lang, confidence = _identifier().classify(sample)
-    if confidence < MIN_LANGUAGE_CONFIDENCE:
+    if confidence < max(min_confidence, MIN_LANGUAGE_CONFIDENCE):
         return None
     # Azerbaijani is the only one of these written with the schwa; the model can take it for Turkish.
     if lang == "tr" and sample.casefold().count("ə") >= 3:

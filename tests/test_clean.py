@@ -185,3 +185,27 @@ def test_blog_page_body_without_sidebar_or_comments(name: str) -> None:
     assert texts(doc)[3].startswith("By the evening, none of the reports")
     joined = " ".join(texts(doc))
     assert "Popular posts" not in joined and "Thanks for the summary" not in joined and "Archive" not in joined
+
+
+@pytest.mark.parametrize("line", [
+    "Estimated reading time: 6 minutes", "Tempo de leitura: 1 minuto", "Crédits photos : Bestimage",
+    "Main image credit: Getty", "© 1994-2020 Wordsmith", "copyright Inexhibit 2019 - ISSN 2283-5474",
+    "Like this story? Share it with a friend!", "Originally published on Live Science.",
+    "Lesen Sie mehr: Die Bahn streikt", "Читайте также: Новости дня", "LIRE AUSSI SUR REGARDS.FR >> Enquête",
+    "También puede leer: Otra noticia", "Follow Tariq Malik on Twitter @tariqjmalik",
+])
+def test_furniture_lines_in_several_languages_leave_the_body(line: str) -> None:
+    body = "A body paragraph of the article that says what happened, in plenty of words."
+    doc = Document("a.txt", None, "0" * 64, "text", text=f"{body}\n\n{line}\n\n{body} Again.")
+    cleaned = clean_document(doc)
+    assert [p.text for p in cleaned.paragraphs] == [body, f"{body} Again."]
+
+
+@pytest.mark.parametrize("sentence", [
+    "The copyright dispute was settled by the court on Monday after years of litigation.",
+    "Photo: a man walks past the damaged building in the city centre on Tuesday morning.",
+    "Reading time for pupils rose by ten minutes a day, the ministry said.",
+])
+def test_body_sentences_that_mention_such_words_stay(sentence: str) -> None:
+    doc = Document("a.txt", None, "0" * 64, "text", text=f"First paragraph of the story, long enough.\n\n{sentence}")
+    assert clean_document(doc).paragraphs[-1].text == sentence

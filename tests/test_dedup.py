@@ -159,3 +159,9 @@ def test_batch_shingles_equal_per_paragraph_shingles() -> None:
     got = np.split(flat, np.cumsum(sizes)[:-1])
     for tokens, shingles in zip(token_lists, got, strict=True):
         assert np.array_equal(shingles, shingle_hashes(tokens, 5))
+
+
+def test_a_paragraph_repeated_within_one_article_is_its_own_text() -> None:
+    text = "Quick access to the assistant from the lock screen with a single press of the side button"
+    found = _decide([("a", 0, text), ("a", 1, text), ("b", 0, text)], DedupSettings())
+    assert found == {("b", 0): ("a", 0, 1.0)}

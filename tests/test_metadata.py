@@ -239,3 +239,42 @@ def test_detect_language_refuses_too_little_text(text: str) -> None:
 ])
 def test_month_names_of_the_regions_agencies(written: str, expected: str | None) -> None:
     assert parse_published(written) == expected
+
+
+@pytest.mark.parametrize(("stated", "expected"), [
+    ("2022-05-04T03:00:00 UTC", "2022-05-04T03:00:00+00:00"),
+    ("2022-5-3T23:57:00", "2022-05-03T23:57:00"),
+    ("2019-05-15 05:28:29", "2019-05-15T05:28:29"),
+    ("0001-01-01T00:00:00+00:00", None),  # a CMS placeholder states no date
+])
+def test_machine_dates_as_cms_write_them(stated: str, expected: str | None) -> None:
+    assert parse_published(stated) == expected
+
+
+@pytest.mark.parametrize(("author", "outlet", "expected"), [
+    ("unocero - Alberto Ávila", "unocero", "Alberto Ávila"),
+    ("Victor Tangermann, Futurism", "Futurism", "Victor Tangermann"),
+    ("Finian Cunningham. Sputnik International", "Sputnik International", "Finian Cunningham"),
+    ("RT", "RT", None),
+    ("admin", None, None),
+    ("jdadmin", None, None),
+    ("Redacci&oacute;n", None, None),
+    ("Orkhan Jalilov", "Trend", "Orkhan Jalilov"),
+])
+def test_stated_authors_that_are_not_people_are_dropped(author: str, outlet: str | None,
+                                                        expected: str | None) -> None:
+    meta = {"author": author, "text": "x"}
+    if outlet:
+        meta["outlet"] = outlet
+    doc = Document("a.json", 0, "0" * 64, "json", text="Ein Satz.", meta={k: v for k, v in meta.items() if k != "text"})
+    assert extract_metadata(doc, clean_document(doc)).author == expected
+
+
+def test_the_text_overrules_a_template_language_only_when_sure() -> None:
+    german = ("Die Bundesregierung hat am Mittwoch beschlossen, dass die Bahn mehr Geld für neue Strecken "
+              "bekommt. Der Verkehrsminister sagte, die Züge sollen pünktlicher werden und mehr Menschen "
+              "sollen auf die Schiene umsteigen, weil das gut für das Klima ist.")
+    doc = Document("a.html", None, "0" * 64, "html", blocks=[("body", german)], meta={"language": "en"})
+    assert extract_metadata(doc, clean_document(doc)).language == "de"
+    short = Document("b.html", None, "0" * 64, "html", blocks=[("body", "Ja, gut.")], meta={"language": "en"})
+    assert extract_metadata(short, clean_document(short)).language == "en"
