@@ -11,18 +11,20 @@ Nothing here touches the network: trafilatura only gets the markup we pass in.
 from __future__ import annotations
 
 import gzip
+import html as html_lib
 import json
 import logging
 import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlparse
 
 import trafilatura
 from bs4 import BeautifulSoup, SoupStrainer
 from bs4.element import NavigableString, Tag
 from lxml import etree
+from lxml.html import HtmlElement
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +109,9 @@ def extract_article(html: str, url: str | None = None) -> HtmlArticle:
     metadata could be read)."""
     if not isinstance(html, str) or not html.strip():
         return HtmlArticle(blocks=[], meta={})
+    titles: list[str] = []
     try:
-        meta = page_metadata(html, url)
+        meta, titles = _page_metadata(html, url)
     except Exception:  # malformed markup must not stop the pipeline
         logger.warning("metadata extraction failed", exc_info=True)
         meta = {}
@@ -117,15 +120,34 @@ def extract_article(html: str, url: str | None = None) -> HtmlArticle:
         fallback = _paragraph_fallback(html)
         if fallback:
             blocks = fallback
-    blocks = _drop_leading_title(blocks, meta.get("title"))
+    blocks = [_retype_block(kind, text) for kind, text in blocks]
+    blocks = _drop_leading_title(blocks, meta.get("title"), titles, meta.get("outlet"))
     return HtmlArticle(blocks=blocks, meta=meta)
+
+
+def _retype_block(kind: str, text: str) -> tuple[str, str]:
+    """A "heading" that reads like a sentence (long, or ending with a period) is body text."""
+    if kind == "heading" and (len(text.split()) > 25 or text.endswith(".")):
+        return ("body", text)
+    return (kind, text)
 
 
 def _main_content_blocks(html: str, url: str | None) -> BlockList:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            xml = trafilatura.extract(html, url=url, **_TRAFILATURA_OPTS)
+            document: str | HtmlElement = html
+            try:
+                from trafilatura.utils import load_html
+
+                tree = load_html(html)
+                if tree is not None:
+                    remove_boilerplate(tree)
+                    document = tree
+            except Exception:
+                logger.warning("boilerplate pre-cleaning failed", exc_info=True)
+                document = html
+            xml = trafilatura.extract(document, url=url, **_TRAFILATURA_OPTS)
         if not xml:
             return []
         root = etree.fromstring(xml.encode("utf-8"), parser=etree.XMLParser(recover=True, huge_tree=True))
@@ -140,6 +162,124 @@ def _main_content_blocks(html: str, url: str | None) -> BlockList:
     blocks: BlockList = []
     _xml_blocks(main, blocks)
     return blocks
+
+
+# --------------------------------------------------------------------------- pre-cleaning
+
+# class/id words marking page furniture around an article (matched case-insensitively at the
+# start of a word, so "related-posts", "sidebar_left", "socialShare", "post-teaser" all match).
+_BOILERPLATE_ATTR = re.compile(
+    r"(?<![a-z])(?:related|teaser|sidebar|aside|paywall|payant|rating|newsletter|share|sharing|social"
+    r"|promo|rollover|hovercard|hover-card|tooltip|author-?bio|bio-?card|author-?card|author-?box"
+    r"|mehr-?zum-?thema)(?![a-z])|(?<![a-z0-9])toc(?![a-z0-9])|(?<![a-z])(?:related|teaser|sidebar|promo|rollover|hovercard"
+    r"|tooltip|newsletter|paywall)",
+    re.IGNORECASE,
+)
+# layout classes that mention a sidebar but wrap the content ("has-sidebar", "content-with-sidebar")
+_LAYOUT_ATTR = re.compile(r"(?:has|with|no|without|one|two|left|right)[-_]?sidebar", re.IGNORECASE)
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
+# headings of "related content" boxes
+_RELATED_LABEL = re.compile(
+    r"^(?:mehr zum thema|mehr zu diesem thema|das könnte sie auch interessieren|lesen sie auch"
+    r"|weitere artikel|related(?: articles| stories| posts| content| news| links)?"
+    r"|more on this (?:story|topic)|you (?:may|might) also like|top stories|partner news"
+    r"|more stories|recommended(?: for you)?|à lire aussi|lire aussi|sur le même sujet"
+    r"|noticias relacionadas|artículos relacionados|te puede interesar|leggi anche|articoli correlati)"
+    r"\W*$",
+    re.IGNORECASE,
+)
+_PROTECTED_TAGS = {"html", "body", "main", "article"}
+_HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+_INLINE_CONTEXT = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "li"}
+
+
+def _p_len(el: Any) -> int:
+    return sum(len(collapse(p.text_content())) for p in el.iter("p"))
+
+
+def remove_boilerplate(tree: HtmlElement) -> int:
+    """Drop (in place) related/teaser/sidebar/paywall/share/... boxes and hidden elements before
+    main-content extraction; returns how many elements were removed.
+
+    Never removes <html>, <body>, <main>, <article>, an ancestor of <main> or of the element
+    holding the most paragraph text, or an element holding half of the page's <p> text. Inside a
+    paragraph, a matching element that only wraps a few words (a name with a hover card) stays."""
+    total_p = _p_len(tree)
+    # the element with the most direct <p> text: the article body on almost every page
+    weights: dict[Any, int] = {}
+    for p in tree.iter("p"):
+        parent = p.getparent()
+        if parent is not None:
+            weights[parent] = weights.get(parent, 0) + len(collapse(p.text_content()))
+    anchors = [max(weights, key=weights.__getitem__)] if weights else []
+    anchors += [el for el in tree.iter("main")]
+    anchors += tree.xpath('//*[@role="main" or @itemprop="articleBody"]')
+    protected: set[Any] = set()
+    for anchor in anchors:
+        protected.add(anchor)
+        protected.update(anchor.iterancestors())
+
+    def removable(el: Any) -> bool:
+        if el.tag in _PROTECTED_TAGS or el in protected:
+            return False
+        return not (total_p >= 200 and _p_len(el) * 2 >= total_p)
+
+    related = dict(_related_boxes(tree))
+    candidates: list[tuple[Any, bool]] = []
+    for el in tree.iter():
+        if not isinstance(el.tag, str):
+            continue
+        if el in related:
+            candidates.append((el, False))
+            continue
+        hidden = (
+            el.get("hidden") is not None
+            or (el.get("aria-hidden") or "").strip().lower() == "true"
+            or bool(_HIDDEN_STYLE.search(el.get("style") or ""))
+        )
+        marks = f"{el.get('class') or ''} {el.get('id') or ''}"
+        flagged = el.tag not in _HEADINGS and bool(_BOILERPLATE_ATTR.search(marks)) and not _LAYOUT_ATTR.search(marks)
+        if hidden or flagged:
+            candidates.append((el, hidden))
+    removed = 0
+    # deepest/last first, so an inline wrapper is judged after its hover card is gone
+    for el, hidden in reversed(candidates):
+        if el.getparent() is None or not removable(el):
+            continue
+        if not hidden and any(a.tag in _INLINE_CONTEXT for a in el.iterancestors()):
+            if len(collapse(el.text_content()).split()) <= 4:
+                continue
+        el.drop_tree()
+        removed += 1
+    return removed
+
+
+def _related_boxes(tree: Any) -> list[tuple[Any, bool]]:
+    """Containers introduced by a "Mehr zum Thema" / "Related stories" heading and made of short
+    linked items."""
+    boxes: list[tuple[Any, bool]] = []
+    for head in tree.iter("h1", "h2", "h3", "h4", "h5", "h6", "strong", "b", "span", "div", "p"):
+        if len(head) > 2:
+            continue
+        label = collapse(head.text_content())
+        if not label or len(label) > 40 or not _RELATED_LABEL.match(label):
+            continue
+        box = head.getparent()
+        while box is not None and collapse(box.text_content()) == label:
+            box = box.getparent()
+        if box is None or box.tag in _PROTECTED_TAGS:
+            continue
+        text = collapse(box.text_content())
+        rest = text[len(label) :] if text.startswith(label) else text
+        link_text = sum(len(collapse(a.text_content())) for a in box.iter("a"))
+        if not rest.strip() or link_text * 3 < len(rest):
+            continue
+        # every item is a short teaser with a link (not an explanatory sentence)
+        items = [x for x in box.iter("p", "li") if collapse(x.text_content())]
+        if any(len(collapse(x.text_content()).split()) > 30 or next(x.iter("a"), None) is None for x in items):
+            continue
+        boxes.append((box, False))
+    return boxes
 
 
 def _xml_text(el: Any) -> str:
@@ -178,7 +318,7 @@ def _xml_table(table: Any, out: BlockList) -> None:
     for row in table.iter("row"):
         cells: list[str] = []
         for cell in row:
-            if any(isinstance(c.tag, str) and c.tag in _XML_BLOCK_TAGS for c in cell):
+            if _layout_cell(cell):
                 if cells:
                     out.append(("body", collapse(" ".join(cells))))
                     cells = []
@@ -192,6 +332,14 @@ def _xml_table(table: Any, out: BlockList) -> None:
 
 
 _XML_BLOCK_TAGS = {"p", "head", "list", "item", "quote", "table", "code", "div"}
+
+
+def _layout_cell(cell: Any) -> bool:
+    """A cell holding several blocks or long text is page layout; a short one is data."""
+    blocks = [c for c in cell if isinstance(c.tag, str) and c.tag in _XML_BLOCK_TAGS]
+    if not blocks:
+        return False
+    return len(blocks) > 1 or len(_xml_text(cell).split()) > 25 or any(c.tag in ("table", "list") for c in blocks)
 
 
 def _paragraph_fallback(html: str) -> BlockList:
@@ -216,21 +364,54 @@ def _paragraph_fallback(html: str) -> BlockList:
     return blocks
 
 
-def _drop_leading_title(blocks: BlockList, title: str | None) -> BlockList:
-    """Drop the first block when it repeats the page title (stored separately by the caller)."""
-    if len(blocks) < 2 or not title:
+def _letters(text: str) -> str:
+    """Letters and digits only, case-folded: "Don’t stop" and "Don't Stop!" compare equal."""
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
+
+
+_TITLE_SEP = re.compile(r"\s+(?:[|\-–—»·:]|::)\s+")
+
+
+def _drop_leading_title(
+    blocks: BlockList, title: str | None, variants: list[str] | tuple[str, ...] = (), site: str | None = None
+) -> BlockList:
+    """Drop the first block (and a second one) when it repeats the page title (stored separately
+    by the caller): the title, og:title, <title>, JSON-LD headline or <h1>, compared on letters and
+    digits only; also the title with the site name before or after it."""
+    if len(blocks) < 2 or not (title or variants):
         return blocks
-    kind, first = blocks[0]
-    first = first.casefold()
-    if kind != "heading" and len(first) > 300:
-        return blocks
-    title = collapse(title)
-    candidates = {title.casefold()}
-    # "<title>Headline | Outlet</title>": any part of at least 10 characters
-    parts = re.split(r"\s+(?:[|\-–—»·:]|::)\s+", title)
-    candidates.update(p.casefold() for p in parts if len(p) >= 10)
-    if first in candidates:
-        return blocks[1:]
+    candidates: set[str] = set()
+    for value in [title or "", *variants]:
+        value = collapse(value)
+        if not value:
+            continue
+        candidates.add(_letters(value))
+        # "<title>Headline | Outlet</title>": any part of at least 10 characters
+        candidates.update(_letters(p) for p in _TITLE_SEP.split(value) if len(p) >= 10)
+    candidates.discard("")
+    site_key = _letters(site or "")
+
+    def repeats(text: str) -> bool:
+        key = _letters(text)
+        if not key:
+            return False
+        if key in candidates:
+            return True
+        if site_key and site_key != key:
+            for cand in candidates:
+                if key in (cand + site_key, site_key + cand):
+                    return True
+        return False
+
+    for _ in range(2):
+        if len(blocks) < 2:
+            break
+        kind, first = blocks[0]
+        if kind != "heading" and len(first) > 300:
+            break
+        if not repeats(first):
+            break
+        blocks = blocks[1:]
     return blocks
 
 
@@ -303,7 +484,7 @@ def fragment_blocks(html: str) -> BlockList:
                     buf.append("\x00")
                 else:
                     buf.append(" ")
-            elif name in _FRAGMENT_HEADING:
+            elif name in _FRAGMENT_HEADING or (name == "p" and _bold_heading(child)):
                 flush()
                 buf.append(child.get_text(" "))
                 flush("heading")
@@ -328,6 +509,15 @@ def fragment_blocks(html: str) -> BlockList:
     walk(root)
     flush()
     return blocks
+
+
+def _bold_heading(p: Tag) -> bool:
+    """<p><strong>Short label</strong></p>: one bold element, under 12 words, no final period."""
+    children = [c for c in p.children if not (isinstance(c, NavigableString) and not c.strip())]
+    if len(children) != 1 or not isinstance(children[0], Tag) or children[0].name not in ("strong", "b"):
+        return False
+    text = collapse(children[0].get_text(" "))
+    return bool(text) and len(text.split()) < 12 and not text.endswith((".", ":", ",", ";"))
 
 
 def _split_plain(text: str) -> list[str]:
@@ -449,17 +639,97 @@ def _ld_str(value: Any) -> str | None:
     return None
 
 
+_ORG_TYPES = {"Organization", "NewsMediaOrganization", "Corporation"}
+_TZ = re.compile(r"\d[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}:?\d{2})$", re.IGNORECASE)
+_YEAR = re.compile(r"(?<!\d)(\d{4})(?!\d)")
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_CHROME_SPAN = re.compile(r"<(footer|nav)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_H1 = re.compile(r"<h1\b[^>]*>(.{0,1000}?)</h1\s*>", re.IGNORECASE | re.DOTALL)
+
+
+def _unescape(value: str) -> str:
+    """Entities left in attribute values by double encoding ("Redacci&amp;oacute;n")."""
+    return collapse(html_lib.unescape(value)) if "&" in value else value
+
+
+def _author_names(value: Any) -> list[str]:
+    """JSON-LD author value -> person names; Organization authors are skipped."""
+    if isinstance(value, list):
+        names: list[str] = []
+        for item in value:
+            for n in _author_names(item):
+                if n not in names:
+                    names.append(n)
+        return names
+    if isinstance(value, dict) and set(_types(value)) & _ORG_TYPES:
+        return []
+    return _ld_names(value)
+
+
+def _date_ok(value: str) -> bool:
+    year = _YEAR.search(value)
+    return not (year and int(year.group(1)) < 1990)
+
+
+def _host_keys(*urls: str | None) -> set[str]:
+    keys: set[str] = set()
+    for u in urls:
+        if not u:
+            continue
+        host = urlparse(u if "//" in u else "//" + u).hostname or ""
+        host = host.removeprefix("www.")
+        if host:
+            keys.add(_letters(host))
+            keys.add(_letters(host.rsplit(".", 1)[0]))
+    keys.discard("")
+    return keys
+
+
+def _strip_site(title: str, site_keys: set[str]) -> str:
+    """ "Headline | Outlet" -> "Headline" when the part is the site name or domain."""
+    if not site_keys:
+        return title
+    parts = _TITLE_SEP.split(title)
+    if len(parts) < 2:
+        return title
+    seps = _TITLE_SEP.findall(title)
+    if _letters(parts[-1]) in site_keys:
+        stripped = title[: len(title) - len(parts[-1]) - len(seps[-1])]
+    elif _letters(parts[0]) in site_keys:
+        stripped = title[len(parts[0]) + len(seps[0]) :]
+    else:
+        return title
+    return collapse(stripped) or title
+
+
 def page_metadata(html: str, url: str | None = None) -> dict[str, str]:
     """Metadata the page states in <meta>, <link>, <title>, <html lang>, <time> and JSON-LD.
 
     Keys (present only when stated): title, author, published, outlet, section, url, language,
-    description. Values are raw strings as in the page (whitespace collapsed); nothing is
-    inferred from body text."""
+    description. Values are raw strings as in the page (whitespace collapsed, HTML entities
+    decoded, the site name cut off the title); nothing is inferred from body text."""
+    return _page_metadata(html, url)[0]
+
+
+def _page_metadata(html: str, url: str | None = None) -> tuple[dict[str, str], list[str]]:
+    """page_metadata plus the title variants the page states (og:title, <title>, JSON-LD
+    headline, first <h1>), used to recognise a repeated title at the top of the body."""
+    chrome = [m.span() for m in _CHROME_SPAN.finditer(html)] if "rel" in html else []
+
+    def in_chrome(pos: int) -> bool:
+        return any(a <= pos < b for a, b in chrome)
+
+    pieces_list: list[str] = []
+    for m in _META_MARKUP.finditer(html):
+        piece = m.group(0)
+        if piece[:2].lower() == "<a" and in_chrome(m.start()):
+            continue  # rel=author links in footers/menus name the site's staff, not the author
+        pieces_list.append(piece)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pieces = "\n".join(m.group(0) for m in _META_MARKUP.finditer(html))
-        soup = BeautifulSoup(pieces, "lxml", parse_only=_META_TAGS)
+        soup = BeautifulSoup("\n".join(pieces_list), "lxml", parse_only=_META_TAGS)
     metas = _meta_values(soup.find_all("meta"))
+    metas = {k: [_unescape(v) for v in vals] for k, vals in metas.items()}
     article: dict[str, Any] = {}
     webpage: dict[str, Any] = {}
     for obj in _jsonld_objects(soup.find_all("script", attrs={"type": re.compile(r"ld\+json", re.IGNORECASE)})):
@@ -471,17 +741,54 @@ def page_metadata(html: str, url: str | None = None) -> dict[str, str]:
     ld = article or webpage
     meta: dict[str, str] = {}
 
+    # outlet (first: the title is cut against it)
+    outlet = _first(metas, "og:site_name", "application-name", "publisher", "dc.publisher", "dcterms.publisher")
+    if not outlet and ld:
+        names = _ld_names(ld.get("publisher"))
+        outlet = names[0] if names else None
+    if outlet and not _looks_like_url(outlet):
+        meta["outlet"] = outlet
+
+    # canonical url
+    canonical = None
+    for link in soup.find_all("link", rel=True, href=True):
+        rel = link.get("rel")
+        rels = rel if isinstance(rel, list) else [str(rel)]
+        if "canonical" in [r.lower() for r in rels]:
+            canonical = collapse(str(link["href"]))
+            if canonical:
+                break
+    canonical = canonical or _first(metas, "og:url", "twitter:url")
+    if not canonical and ld:
+        canonical = _ld_str(ld.get("url")) or _ld_str(ld.get("mainEntityOfPage"))
+    if canonical:
+        meta["url"] = urljoin(url, canonical) if url else canonical
+
     # title
-    title = _first(metas, "og:title", "twitter:title", "dc.title", "headline")
-    if not title and ld:
-        title = _ld_str(ld.get("headline")) or _ld_str(ld.get("name"))
-    if not title and soup.title is not None:
-        title = collapse(soup.title.get_text()) or None
+    headline = (_ld_str(ld.get("headline")) or _ld_str(ld.get("name"))) if ld else None
+    title_tag = collapse(soup.title.get_text()) if soup.title is not None else ""
+    variants = [v for v in (_first(metas, "og:title"), title_tag, headline) if v]
+    h1 = _H1.search(html)
+    if h1:
+        h1_text = collapse(html_lib.unescape(re.sub(r"<[^>]+>", " ", h1.group(1))))
+        if h1_text:
+            variants.append(h1_text)
+    title = _first(metas, "og:title", "twitter:title", "dc.title", "headline") or headline or title_tag or None
     if title:
-        meta["title"] = title
+        site_keys = {_letters(x) for x in (outlet, _first(metas, "application-name")) if x}
+        site_keys |= _host_keys(url, meta.get("url"))
+        site_keys.discard("")
+        stripped = _strip_site(title, site_keys)
+        if stripped == title and headline and headline != title:
+            # "Headline - Outlet" where the outlet is spelled differently from og:site_name
+            if title.startswith(headline) and _TITLE_SEP.match(title[len(headline) :]):
+                stripped = headline
+            elif title.endswith(headline) and _TITLE_SEP.search(title[: len(title) - len(headline)] + " "):
+                stripped = headline
+        meta["title"] = _unescape(stripped)
 
     # author: JSON-LD author, author meta tags, rel=author
-    authors = _ld_names(ld.get("author")) if ld else []
+    authors = _author_names(ld.get("author")) if ld else []
     if not authors:
         for key in (
             "author",
@@ -502,21 +809,30 @@ def page_metadata(html: str, url: str | None = None) -> dict[str, str]:
                 authors = list(dict.fromkeys(vals))
                 break
     if not authors:
-        for a in soup.find_all(["a", "link"], rel=True):
+        linked: list[str] = []
+        for a in soup.find_all("a", rel=True):
             rel = a.get("rel")
             rels = rel if isinstance(rel, list) else [str(rel)]
-            if "author" in [r.lower() for r in rels] and a.name == "a":
-                name = collapse(a.get_text(" "))
-                if name and not _looks_like_url(name) and len(name) <= 100 and name not in authors:
-                    authors.append(name)
+            if "author" not in [r.lower() for r in rels]:
+                continue
+            name = collapse(a.get_text(" "))
+            href = str(a.get("href") or "")
+            if re.search(r"theme", name, re.IGNORECASE) or re.search(r"theme", href, re.IGNORECASE):
+                continue  # "Theme by ..." credits name software, not people
+            if name and not _looks_like_url(name) and len(name) <= 100 and name not in linked:
+                linked.append(name)
+        if len(linked) <= 3:
+            authors = linked
     if authors:
-        meta["author"] = ", ".join(authors)
+        meta["author"] = _unescape(", ".join(authors))
 
-    # published
-    published = _first(
-        metas,
-        "article:published_time",
-        "og:published_time",
+    # published: prefer a value with a time zone, in this order of sources
+    candidates: list[str | None] = [
+        _first(metas, "article:published_time"),
+        _first(metas, "og:published_time"),
+        _ld_str(ld.get("datePublished")) if ld else None,
+    ]
+    for key in (
         "datepublished",
         "date",
         "pubdate",
@@ -528,31 +844,16 @@ def page_metadata(html: str, url: str | None = None) -> dict[str, str]:
         "dcterms.date",
         "sailthru.date",
         "parsely-pub-date",
-    )
-    if not published and ld:
-        published = _ld_str(ld.get("datePublished")) or _ld_str(ld.get("dateCreated"))
+    ):
+        candidates.extend(metas.get(key, []))
+    if ld:
+        candidates.append(_ld_str(ld.get("dateCreated")))
+    dates = [c for c in candidates if c and _date_ok(c)]
+    published = next((d for d in dates if _TZ.search(d)), dates[0] if dates else None)
     if not published:
-        for t in soup.find_all("time"):
-            cls = " ".join(t.get("class") or []) if isinstance(t.get("class"), list) else str(t.get("class") or "")
-            stated = (
-                t.has_attr("pubdate")
-                or str(t.get("itemprop", "")).lower() == "datepublished"
-                or re.search(r"\b(published|entry-date|pubdate)\b", cls)
-            )
-            value = t.get("datetime")
-            if stated and isinstance(value, str) and value.strip():
-                published = value.strip()
-                break
+        published = _time_element_date(soup)
     if published:
         meta["published"] = published
-
-    # outlet
-    outlet = _first(metas, "og:site_name", "application-name", "publisher", "dc.publisher", "dcterms.publisher")
-    if not outlet and ld:
-        names = _ld_names(ld.get("publisher"))
-        outlet = names[0] if names else None
-    if outlet and not _looks_like_url(outlet):
-        meta["outlet"] = outlet
 
     # section
     section = _first(metas, "article:section", "section", "parsely-section")
@@ -561,24 +862,9 @@ def page_metadata(html: str, url: str | None = None) -> dict[str, str]:
     if section:
         meta["section"] = section
 
-    # canonical url
-    canonical = None
-    for link in soup.find_all("link", rel=True, href=True):
-        rel = link.get("rel")
-        rels = rel if isinstance(rel, list) else [str(rel)]
-        if "canonical" in [r.lower() for r in rels]:
-            canonical = collapse(str(link["href"]))
-            if canonical:
-                break
-    canonical = canonical or _first(metas, "og:url", "twitter:url")
-    if not canonical and ld:
-        canonical = _ld_str(ld.get("url")) or _ld_str(ld.get("mainEntityOfPage"))
-    if canonical:
-        meta["url"] = urljoin(url, canonical) if url else canonical
-
-    # language
+    # language: the real <html> tag, not one inside an (IE conditional) comment
     lang: str | None = None
-    opening = _HTML_OPEN.search(html)
+    opening = _HTML_OPEN.search(_COMMENT.sub("", html) if "<!--" in html else html)
     if opening:
         html_tag = BeautifulSoup(opening.group(0) + "</html>", "lxml").find("html")
         if isinstance(html_tag, Tag):
@@ -596,6 +882,33 @@ def page_metadata(html: str, url: str | None = None) -> dict[str, str]:
     if not description and ld:
         description = _ld_str(ld.get("description"))
     if description:
-        meta["description"] = description
+        meta["description"] = _unescape(description)
 
-    return meta
+    if "outlet" in meta:
+        meta["outlet"] = _unescape(meta["outlet"])
+    if "section" in meta:
+        meta["section"] = _unescape(meta["section"])
+    return meta, variants
+
+
+def _time_element_date(soup: BeautifulSoup) -> str | None:
+    """<time datetime> marked as the publication date (pubdate, itemprop, a date/time/publish
+    class), or the only distinct <time datetime> on the page."""
+    values: list[str] = []
+    for t in soup.find_all("time"):
+        value = t.get("datetime")
+        if not isinstance(value, str) or not value.strip() or not _date_ok(value):
+            continue
+        value = value.strip()
+        raw_cls = t.get("class")
+        cls = (" ".join(raw_cls) if isinstance(raw_cls, list) else str(raw_cls or "")).lower()
+        stated = (
+            t.has_attr("pubdate")
+            or str(t.get("itemprop", "")).lower() in ("datepublished", "datecreated")
+            or (re.search(r"date|time|publish", cls) and not re.search(r"updat|modif", cls))
+        )
+        if stated:
+            return value
+        if value not in values:
+            values.append(value)
+    return values[0] if len(values) == 1 else None
