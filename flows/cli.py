@@ -32,8 +32,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     _prefect_env()
     from flows.ingest import ingest
     from pipeline.ingest import RunSummary, summary_markdown
+    from pipeline.read import RawDirError
     from pipeline.state import ProcessedDirLocked, writer_lock
 
+    if not Path(args.raw_dir).is_dir():  # before Prefect starts: a typo should fail fast
+        print(f"newsdedup: raw dir {args.raw_dir} does not exist or is not a directory", file=sys.stderr)
+        return 2
     try:  # a locked processed/ is refused at once, before Prefect starts
         with writer_lock(Path(args.processed_dir), args.wait):
             pass
@@ -49,6 +53,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ProcessedDirLocked as exc:
             print(f"newsdedup: {exc}", file=sys.stderr)
             return 3
+        except RawDirError as exc:
+            print(f"newsdedup: {exc}", file=sys.stderr)
+            return 2
         print(summary_markdown(RunSummary(**result)), end="")
         deferred = result["files_deferred"]
         # A large backlog is read in several runs, each bounded in memory (max_run_bytes).

@@ -56,6 +56,10 @@ _MOJIBAKE_FIX = ftfy.TextFixerConfig(
 _MARKUP_RE = re.compile(r"<(p|br|div|h[1-6]|li|blockquote|span|a|strong|em)\b[^>]*>", re.IGNORECASE)
 
 
+class RawDirError(OSError):
+    """The raw dir itself is missing or unreadable (an unmounted share, a typo): not "no files"."""
+
+
 class BadInput(Exception):
     """A raw file (or one object in it) that cannot become a document; the message says why."""
 
@@ -100,6 +104,8 @@ def scan_raw(raw_dir: Path) -> tuple[list[RawEntry], list[Problem]]:
     (``.gitkeep``, editor swap files) are skipped; other suffixes are reported.
     """
     raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise RawDirError(f"raw dir {raw_dir} does not exist or is not a directory")
     root = raw_dir.resolve()
     entries: list[RawEntry] = []
     problems: list[Problem] = []

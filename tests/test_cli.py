@@ -41,3 +41,11 @@ def test_run_reads_a_backlog_in_bounded_runs_then_records_and_status(seed_raw: P
         refused = newsdedup("run", "--raw-dir", str(seed_raw), "--processed-dir", str(processed), env_home=home)
     assert refused.returncode == 3
     assert "another newsdedup run is writing" in refused.stderr
+
+
+def test_run_with_a_missing_raw_dir_fails_fast_and_clearly(tmp_path: Path) -> None:
+    done = newsdedup("run", "--raw-dir", str(tmp_path / "typo"), "--processed-dir", str(tmp_path / "p"),
+                     env_home=tmp_path / "home")
+    assert done.returncode == 2
+    assert "does not exist" in done.stderr
+    assert not (tmp_path / "home").exists()  # Prefect never started

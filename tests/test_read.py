@@ -215,3 +215,10 @@ def test_json_with_only_empty_objects_is_all_problems(tmp_path: Path) -> None:
     assert docs == [] and [p.item for p in problems] == [0]
     with pytest.raises(BadInput, match="no article objects"):
         parse_file(write(tmp_path, "b.json", b"[]"))
+
+
+def test_a_missing_raw_dir_is_an_error_not_an_empty_corpus(tmp_path: Path) -> None:
+    from pipeline.read import RawDirError, scan_raw
+
+    with pytest.raises(RawDirError, match="does not exist"):
+        scan_raw(tmp_path / "not-mounted")
