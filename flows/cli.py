@@ -29,21 +29,23 @@ def _prefect_env() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    _prefect_env()
-    from flows.ingest import ingest
     from pipeline.ingest import RunSummary, summary_markdown
     from pipeline.read import RawDirError
     from pipeline.state import ProcessedDirLocked, writer_lock
 
-    if not Path(args.raw_dir).is_dir():  # before Prefect starts: a typo should fail fast
+    # Checked before Prefect is even imported: a typo or a busy processed/ fails fast.
+    if not Path(args.raw_dir).is_dir():
         print(f"newsdedup: raw dir {args.raw_dir} does not exist or is not a directory", file=sys.stderr)
         return 2
-    try:  # a locked processed/ is refused at once, before Prefect starts
+    try:
         with writer_lock(Path(args.processed_dir), args.wait):
             pass
     except ProcessedDirLocked as exc:
         print(f"newsdedup: {exc}", file=sys.stderr)
         return 3
+    _prefect_env()
+    from flows.ingest import ingest
+
     deferred_before = None
     while True:
         try:
