@@ -29,7 +29,7 @@ def _prefect_env() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.ingest import RunSummary, summary_markdown
+    from pipeline.ingest import RunSummary, pending_files, summary_markdown
     from pipeline.read import RawDirError
     from pipeline.state import ProcessedDirLocked, writer_lock
 
@@ -43,6 +43,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ProcessedDirLocked as exc:
         print(f"newsdedup: {exc}", file=sys.stderr)
         return 3
+    if not args.force and pending_files(Path(args.raw_dir), Path(args.processed_dir)) == 0:
+        print(f"newsdedup: nothing new under {args.raw_dir} since the last run; no flow run started "
+              "(--force runs one anyway)")
+        return 0
     _prefect_env()
     from flows.ingest import ingest
 
@@ -155,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--processed-dir", default="processed")
     run.add_argument("--max-run-bytes", type=int, default=None, metavar="BYTES",
                      help="raw bytes one run reads at most (default 256 MB); bounds memory on a large backlog")
+    run.add_argument("--force", action="store_true",
+                     help="start a flow run even when nothing under the raw dir is new or changed")
     run.add_argument("--once", action="store_true",
                      help="one run only, even if files are left for a next run (see max_run_bytes)")
     run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",

@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -51,6 +52,7 @@ from pipeline.state import (
     SqliteIndex,
     StateError,
     Store,
+    connect,
     signature_from_blob,
     to_blob,
     utc_now,
@@ -180,6 +182,26 @@ def plan_run(raw_dir: Path, store: Store, max_run_bytes: int | None = None) -> P
         to_read.append(PlannedFile(entry, mtime_ns, row["sha256"] if row is not None else None, row is not None))
     present = {e.path for e in entries} | {p.path for p in problems}
     return Plan(to_read, unchanged, problems, len(entries) + len(problems), deferred, present)
+
+
+def pending_files(raw_dir: Path, processed_dir: Path) -> int | None:
+    """How many raw files a run would read now (new or changed), read without the writer
+    lock and without writing; None when the processed dir holds no state yet."""
+    try:
+        conn = connect(Path(processed_dir), readonly=True)
+    except StateError:
+        return None
+    try:
+        known = {row["path"]: row for row in conn.execute("SELECT path, size, mtime_ns FROM files")}
+        reported = {row[0] for row in conn.execute("SELECT DISTINCT path FROM quarantine")}
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    entries, problems = scan_raw(Path(raw_dir))
+    changed = sum(1 for e in entries if (row := known.get(e.path)) is None or row["size"] != e.size
+                  or row["mtime_ns"] != e.abs_path.stat().st_mtime_ns)
+    return changed + sum(1 for p in problems if p.path not in reported)
 
 
 def batches(items: list[PlannedFile], size: int) -> Iterator[list[PlannedFile]]:

@@ -49,3 +49,18 @@ def test_run_with_a_missing_raw_dir_fails_fast_and_clearly(tmp_path: Path) -> No
     assert done.returncode == 2
     assert "does not exist" in done.stderr
     assert not (tmp_path / "home").exists()  # Prefect never started
+
+
+def test_run_with_nothing_new_returns_at_once(seed_raw: Path, tmp_path: Path) -> None:
+    from pipeline.ingest import pending_files, run_ingest
+
+    processed = tmp_path / "processed"
+    assert pending_files(seed_raw, processed) is None  # no state yet: a run is needed
+    (seed_raw / "notes.docx").write_bytes(b"PK")  # reported once, then known
+    run_ingest(seed_raw, processed)
+    assert pending_files(seed_raw, processed) == 0
+    done = newsdedup("run", "--raw-dir", str(seed_raw), "--processed-dir", str(processed), env_home=tmp_path / "h")
+    assert done.returncode == 0 and "nothing new" in done.stdout
+    assert not (tmp_path / "h").exists()  # Prefect never started
+    (seed_raw / "new.txt").write_text("A new article arrives with a few words of its own to say.")
+    assert pending_files(seed_raw, processed) == 1
