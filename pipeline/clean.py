@@ -177,9 +177,36 @@ def _classify_stamp(line: str) -> Furniture | None:
     return Furniture("byline" if "author" in fields else "stamp", line, fields)
 
 
+# "Published: 12 April 2022 09:15 GMT", "Author: Alex Brown", "Автор: ...": labelled header fields.
+LABELLED_DATE_RE = re.compile(
+    r"^(?P<label>published|posted|date|dated|publication date|first published|опубликовано|дата|"
+    r"yayınlanma(?: tarihi)?|yayın tarihi|tarix|updated|last updated|modified|обновлено|güncellenme(?: tarihi)?)"
+    r"(?: on| at)?\s*[:|-]?\s*(?P<value>\S.{4,60})$",
+    re.IGNORECASE,
+)
+LABELLED_AUTHOR_RE = re.compile(
+    r"^(?:author|authors|written by|words by|автор|авторы|yazar|müəllif)\s*[:|-]\s*"
+    r"(?P<who>[^\W\d_][\w'’.-]*(?:(?:\s+|\s*,\s*|\s+and\s+|\s+и\s+|\s+ve\s+)[^\W\d_][\w'’.-]*){0,7})$",
+    re.IGNORECASE,
+)
+_UPDATED_LABELS = ("updated", "last updated", "modified", "обновлено", "güncellenme", "güncellenme tarihi")
+
+
+def _classify_labelled(line: str) -> Furniture | None:
+    if m := LABELLED_AUTHOR_RE.match(line):
+        return Furniture("byline", line, {"author": m["who"]})
+    if (m := LABELLED_DATE_RE.match(line)) and re.search(r"\d", m["value"]):
+        if m["label"].casefold() in _UPDATED_LABELS:
+            return Furniture("updated", line)  # when it changed, not when it was published
+        return Furniture("published", line, {"value": m["value"].strip()})
+    return None
+
+
 def _classify_header_line(line: str, title: str | None) -> Furniture | None:
     if title and line.casefold() == title.casefold():
         return Furniture("title_repeat", line)
+    if labelled := _classify_labelled(line):
+        return labelled
     if m := DATELINE_RE.match(line):
         if m["monthday"] or m["agency"] or line.split(",")[0].isupper():
             if len(line.split()) <= 8 and (m["monthday"] or m["agency"] or "," in line):
@@ -196,6 +223,21 @@ def _classify_header_line(line: str, title: str | None) -> Furniture | None:
     if (m := CREDIT_LINE_RE.match(line)) and m["outlet"].casefold() not in _NOT_CREDITS:
         return Furniture("credit", line, {"outlet": m["outlet"]})
     return None
+
+
+# "МОСКВА, 5 декабря 2020 года." / "BAKU, 5 December 2020 -": a capitalised place in any
+# script, then a full date, opening the first paragraph.
+_DATED_DATELINE_RE = re.compile(
+    rf"^(?P<place>[^\W\d_][^\W\d_'’.-]+(?:[ -][^\W\d_][^\W\d_'’.-]+){{0,2}}),\s*"
+    rf"(?P<date>\d{{1,2}}\s+{MONTHS}\.?\s+\d{{4}})(?:\s*(?:года|г\.|yılı|il))?\s*[.,:—–-]\s"
+)
+
+
+def _dated_dateline(text: str) -> Furniture | None:
+    m = _DATED_DATELINE_RE.match(text)
+    if not m or not m["place"].isupper():
+        return None
+    return Furniture("dateline", m.group(0).strip(), {"place": m["place"], "date": m["date"]})
 
 
 def _classify_anywhere(line: str) -> Furniture | None:
@@ -219,14 +261,15 @@ def _date_header(first_line: str) -> tuple[Furniture, str] | None:
 
 
 def _looks_like_title(block: list[str], blocks: list[list[str]]) -> bool:
-    if len(block) != 1:
+    # A title line may share its block with header lines (a byline, a date) under it.
+    if len(block) != 1 and not all(_classify_header_line(line, None) for line in block[1:]):
         return False
     line = block[0]
     words = line.split()
     if not 2 <= len(words) <= 30 or line.endswith((".", "!", ";", ",", ":")):
         return False
     # A heading-like first line followed by more text is the title the text states.
-    return len(blocks) > 1
+    return len(blocks) > 1 or len(block) > 1
 
 
 def clean_document(doc: Document) -> CleanDocument:
@@ -258,8 +301,10 @@ def clean_document(doc: Document) -> CleanDocument:
           and _classify_header_line(blocks[0][0], None) is None):  # a dateline or byline is not a title
         title = blocks[0][0]
         furniture.append(Furniture("title", title, {"title": title}))
-        blocks.pop(0)
-        kinds.pop(0)
+        blocks[0] = blocks[0][1:]  # header lines under it are read with the other header lines
+        if not blocks[0]:
+            blocks.pop(0)
+            kinds.pop(0)
 
     paragraphs: list[Paragraph] = []
     for position, (block, preset_kind) in enumerate(zip(blocks, kinds, strict=True)):
@@ -281,6 +326,8 @@ def clean_document(doc: Document) -> CleanDocument:
             if m["monthday"]:
                 fields["monthday"] = m["monthday"]
             furniture.append(Furniture("dateline", m.group(0).strip(), fields))
+        elif not paragraphs and (dated := _dated_dateline(text)):
+            furniture.append(dated)
         kind = preset_kind or ("heading" if len(kept) == 1 and _is_heading(text) else "body")
         paragraphs.append(Paragraph(kind, text))
 

@@ -192,8 +192,14 @@ def _published_from_furniture(furniture: list[Furniture]) -> str | None:
                 continue
             clock = _parse_time(item.fields["time"]) if "time" in item.fields else None
             return format_published(day, clock, _parse_tz(item.fields.get("tz")) if clock else None)
+    for item in furniture:  # "Published: 12 April 2022 09:15 GMT"
+        if item.role == "published" and (value := parse_published(item.fields["value"])):
+            return value
     if header_day:
         return header_day.isoformat()
+    for item in furniture:  # "МОСКВА, 5 декабря 2020 года." states a full date
+        if item.role == "dateline" and "date" in item.fields and (day := parse_date(item.fields["date"])):
+            return day.isoformat()
     return None
 
 

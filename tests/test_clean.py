@@ -209,3 +209,10 @@ def test_furniture_lines_in_several_languages_leave_the_body(line: str) -> None:
 def test_body_sentences_that_mention_such_words_stay(sentence: str) -> None:
     doc = Document("a.txt", None, "0" * 64, "text", text=f"First paragraph of the story, long enough.\n\n{sentence}")
     assert clean_document(doc).paragraphs[-1].text == sentence
+
+
+def test_a_title_block_with_byline_and_labelled_date_under_it() -> None:
+    text = (INPUTS / "labelled_header.txt").read_text()
+    cleaned = clean_document(Document("b.txt", None, "0" * 64, "text", text=text))
+    assert [p.text[:20] for p in cleaned.paragraphs] == ["MOSCOW, April 12 (AP", "The ministry said sh"]
+    assert {f.role for f in cleaned.furniture} >= {"title", "published", "byline", "trailer"}

@@ -278,3 +278,24 @@ def test_the_text_overrules_a_template_language_only_when_sure() -> None:
     assert extract_metadata(doc, clean_document(doc)).language == "de"
     short = Document("b.html", None, "0" * 64, "html", blocks=[("body", "Ja, gut.")], meta={"language": "en"})
     assert extract_metadata(short, clean_document(short)).language == "en"
+
+
+@pytest.mark.parametrize(("fixture", "expected"), [
+    ("wire_reuters_style.txt", {**NONE, "title": "Oil prices climb as OPEC+ weighs output cuts",
+                                "published": "2021-03-03", "author": "Jane Doe and John Smith",
+                                "outlet": "Reuters", "dateline": "LONDON", "language": "en"}),
+    ("labelled_header.txt", {**NONE, "title": "Sanctions bite as exports fall for third month",
+                             "published": "2022-04-12T09:15:00+00:00", "author": "Alex Brown", "outlet": "AP",
+                             "dateline": "MOSCOW", "language": "en"}),
+    ("ru_dateline.txt", {**NONE, "title": "Заголовок новости о переговорах", "published": "2020-12-05",
+                         "dateline": "МОСКВА", "language": "ru"}),
+])
+def test_plain_text_headers_as_wires_and_sites_write_them(fixture: str, expected: dict[str, str | None]) -> None:
+    (meta,) = metadata_of(INPUTS / fixture)
+    assert meta == expected
+
+
+def test_an_updated_line_is_not_the_publication_date() -> None:
+    meta = text_metadata("A headline about the harbour\nUpdated: 14 May 2021 10:00\n\nThe harbour reopened today "
+                         "after the storm, the port authority said in a statement.")
+    assert meta["title"] == "A headline about the harbour" and meta["published"] is None
