@@ -21,6 +21,15 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
+def make_raw(tmp_path: Path, *names: str) -> Path:
+    """tmp_path/raw holding copies of the named sample articles."""
+    raw = tmp_path / "raw"
+    raw.mkdir(exist_ok=True)
+    for name in names:
+        shutil.copy2(SEEDS / name, raw / name)
+    return raw
+
+
 @pytest.fixture
 def seed_raw(tmp_path: Path) -> Path:
     """A temporary raw/ holding a copy of the five sample articles."""

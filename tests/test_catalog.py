@@ -12,9 +12,8 @@ from flows.cli import main as cli_main
 from pipeline.catalog import PASSAGE_FIELDS, read_passages
 from pipeline.ingest import run_ingest
 from pipeline.records import read_records
+from tests.conftest import SEEDS, make_raw
 
-ROOT = Path(__file__).resolve().parent.parent
-SEEDS = ROOT / "raw"
 S000, S001, S002, S003, S004 = sorted(p.name for p in SEEDS.glob("*.txt"))
 
 # The four Trend background passages of the seeds (issue 6), at paragraph level:
@@ -25,14 +24,6 @@ TREND_BACKGROUND = {
     "Armenian armed forces launched": 2,
     "Back in July 2020": 2,
 }
-
-
-def make_raw(tmp_path: Path, *names: str) -> Path:
-    raw = tmp_path / "raw"
-    raw.mkdir(exist_ok=True)
-    for name in names:
-        shutil.copy2(SEEDS / name, raw / name)
-    return raw
 
 
 def by_start(passages: list[dict]) -> dict[str, dict]:

@@ -23,9 +23,8 @@ from pipeline.records import (
     read_records,
 )
 from pipeline.state import StateError
+from tests.conftest import ROOT, SEEDS, make_raw
 
-ROOT = Path(__file__).resolve().parent.parent
-SEEDS = ROOT / "raw"
 SCHEMA = json.loads((ROOT / "schema" / "record.schema.json").read_text(encoding="utf-8"))
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
 
@@ -70,14 +69,6 @@ def check_processed(processed: Path) -> list[dict]:
     assert all(r == by_id[r["id"]] for r in on_disk)
     assert not [p for p in (processed / RECORDS_DIR).iterdir() if p.name.startswith(".")]
     return records
-
-
-def make_raw(tmp_path: Path, *names: str) -> Path:
-    raw = tmp_path / "raw"
-    raw.mkdir(exist_ok=True)
-    for name in names:
-        shutil.copy2(SEEDS / name, raw / name)
-    return raw
 
 
 def ingest(monkeypatch: pytest.MonkeyPatch, raw: Path, processed: Path, run_id: str, clock: str) -> None:
