@@ -70,6 +70,11 @@ def test_flow_processes_seeds_and_reports(seed_raw: Path, tmp_path: Path) -> Non
     assert artifacts["ingest-progress"]["type"] == "progress"
     assert float(artifacts["ingest-progress"]["data"]) == 100.0
 
+    # Every record the real flow wrote follows the contract (schema/record.schema.json).
+    from tests.test_records import check_processed
+
+    assert len(check_processed(processed)) == result["records_written"]
+
     # A second run finds nothing new and writes nothing.
     _, again = _run(seed_raw, processed)
     assert again["records_written"] == 0
