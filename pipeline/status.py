@@ -56,7 +56,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"files quarantined:  {status['files_quarantined']} ({status['quarantine_entries']} quarantine entries)",
         f"records:            {status['records']}",
         f"paragraphs:         {status['paragraphs']} ({status['paragraphs_indexed']} indexed as first occurrences)",
-        f"repeats flagged:    {status['repeats']} of {status['passages']} repeated passages",
+        f"repeats flagged:    {status['repeats']} paragraphs, copies of {status['passages']} repeated passages",
         f"runs:               {status['runs']}",
     ]
     if "raw_files" in status:
