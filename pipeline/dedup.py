@@ -188,7 +188,7 @@ class RepeatDecision:
 class CandidateIndex(Protocol):
     """LSH buckets over first occurrences; ``dedup.MemoryIndex`` and ``state.SqliteIndex``."""
 
-    def candidates(self, keys: np.ndarray) -> Iterable[int]: ...
+    def candidates(self, keys: np.ndarray, pid: int | None = None) -> Iterable[int]: ...
 
     def add(self, pid: int, keys: np.ndarray) -> None: ...
 
@@ -204,7 +204,7 @@ class MemoryIndex:
         self._buckets: dict[int, list[int]] = {}
         self._items: dict[int, tuple[ParagraphRef, np.ndarray, np.ndarray]] = {}
 
-    def candidates(self, keys: np.ndarray) -> Iterable[int]:
+    def candidates(self, keys: np.ndarray, pid: int | None = None) -> Iterable[int]:
         seen: set[int] = set()
         for key in keys.tolist():
             seen.update(self._buckets.get(key, ()))
@@ -233,11 +233,14 @@ class RepeatFinder:
         self.settings = settings
 
     def find(
-        self, ref: ParagraphRef, shingles: np.ndarray, signature: np.ndarray, keys: np.ndarray
+        self, ref: ParagraphRef, shingles: np.ndarray, signature: np.ndarray, keys: np.ndarray,
+        pid: int | None = None,
     ) -> RepeatDecision | None:
+        """The best earlier first occurrence this paragraph repeats, if any (``pid``: its own
+        id, which lets the index use what it precomputed for the run)."""
         best: tuple[float, _neg, RepeatDecision] | None = None
-        for pid in self.index.candidates(keys):
-            other, other_shingles, other_signature = self.index.lookup(pid)
+        for other_pid in self.index.candidates(keys, pid):
+            other, other_shingles, other_signature = self.index.lookup(other_pid)
             if other.order >= ref.order or other.record_id == ref.record_id:
                 # Only earlier text can be repeated, and only another article's: a list an
                 # article repeats within itself is its own text, not background.

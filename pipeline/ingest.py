@@ -439,6 +439,10 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
         conn.executemany("INSERT INTO paragraphs (pid, record_id, idx, shingles, signature, role) "
                          "VALUES (?, ?, ?, ?, ?, -1)", rows)
 
+        eligible = [(pid, sketch.keys) for item in new_items + tail
+                    for pid, sketch in zip(item.pids, item.sketches, strict=True) if sketch.eligible]
+        if eligible:
+            index.precompute([pid for pid, _ in eligible], np.stack([keys for _, keys in eligible]))
         finder = RepeatFinder(index, settings)
         redecided = 0
         for item in sorted(new_items + tail, key=lambda i: i.order):
@@ -448,7 +452,7 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
                 if item.new is not None:
                     ref = ParagraphRef(item.record_id, idx, (*item.order, idx))
                     index.put(pid, ref, sketch.shingles, sketch.signature)
-                    decision = finder.find(ref, sketch.shingles, sketch.signature, sketch.keys)
+                    decision = finder.find(ref, sketch.shingles, sketch.signature, sketch.keys, pid)
                     item.decisions[idx] = decision
                     if decision is None:
                         index.add(pid, sketch.keys)
@@ -459,7 +463,7 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
                 redecided += 1
                 ref, shingles, _ = index.lookup(pid)
                 was_first = item.decisions[idx] is None
-                decision = finder.find(ref, shingles, sketch.signature, sketch.keys)
+                decision = finder.find(ref, shingles, sketch.signature, sketch.keys, pid)
                 item.decisions[idx] = decision
                 if was_first and decision is not None:
                     index.remove(pid, sketch.keys)

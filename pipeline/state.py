@@ -251,39 +251,62 @@ class SqliteIndex:
         self.settings = settings
         self.bloom = bloom
         self._cache: dict[int, tuple[ParagraphRef, np.ndarray, np.ndarray]] = {}
-        self._pending: dict[int, list[int]] = {}
+        self._pending: dict[int, list[int]] = {}  # in-run buckets, for keys that several paragraphs share
+        self._added: list[tuple[int, np.ndarray]] = []  # every (pid, keys) added in the run, for flush
+        self._masks: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # pid -> (may be stored, shared in run)
         self.merged_rows = 0
 
-    def candidates(self, keys: np.ndarray) -> Iterable[int]:
-        stored = keys[self.bloom.might_contain(keys)] if self.bloom is not None else keys
+    def precompute(self, pids: list[int], keys: np.ndarray) -> None:
+        """For the run's paragraphs at once (``keys``: one row per pid): which keys may be in
+        the stored buckets (Bloom filter) and which other paragraphs of the run share. A key
+        no other paragraph of the run has needs no in-run lookup; one the filter rules out,
+        no database lookup. Vectorised, so per-key Python work stays off the hot path."""
+        if not pids:
+            return
+        stored = self.bloom.might_contain(keys) if self.bloom is not None else np.ones(keys.shape, dtype=bool)
+        _, inverse, counts = np.unique(keys.ravel(), return_inverse=True, return_counts=True)
+        shared = (counts[inverse] > 1).reshape(keys.shape)
+        for i, pid in enumerate(pids):
+            self._masks[pid] = (stored[i], shared[i])
+
+    def candidates(self, keys: np.ndarray, pid: int | None = None) -> Iterable[int]:
+        masks = self._masks.get(pid) if pid is not None else None
+        if masks is not None:
+            stored_mask, shared_mask = masks
+        else:
+            stored_mask = self.bloom.might_contain(keys) if self.bloom is not None else np.ones(keys.shape, bool)
+            shared_mask = np.ones(keys.shape, dtype=bool)
         found: set[int] = set()
-        if stored.size:
-            key_list = stored.tolist()
+        if stored_mask.any():
+            key_list = keys[stored_mask].tolist()
             marks = ",".join("?" * len(key_list))
             found.update(row[0] for row in self.conn.execute(
                 f"SELECT pid FROM buckets WHERE key IN ({marks}) "
                 f"UNION ALL SELECT pid FROM buckets_recent WHERE key IN ({marks})", key_list + key_list))
-        if self._pending:
-            for key in keys.tolist():
+        if self._pending and shared_mask.any():
+            for key in keys[shared_mask].tolist():
                 found.update(self._pending.get(key, ()))
         return found
 
     def add(self, pid: int, keys: np.ndarray) -> None:
-        for key in keys.tolist():
+        self._added.append((pid, keys))
+        masks = self._masks.get(pid)
+        for key in (keys[masks[1]] if masks is not None else keys).tolist():
             self._pending.setdefault(key, []).append(pid)
 
     def flush(self) -> None:
         """Write the buckets added during the run (inside the run's transaction)."""
-        counts = [len(pids) for pids in self._pending.values()]
-        keys = np.repeat(np.fromiter(self._pending.keys(), dtype=np.int64, count=len(counts)), counts)
-        pids = np.fromiter((pid for group in self._pending.values() for pid in group), dtype=np.int64,
-                           count=int(sum(counts)))
-        order = np.lexsort((pids, keys))
-        self.conn.executemany("INSERT OR IGNORE INTO buckets_recent VALUES (?, ?)",
-                              zip(keys[order].tolist(), pids[order].tolist(), strict=True))
-        if self.bloom is not None:
-            self.bloom.add(keys)
+        if self._added:
+            keys = np.concatenate([k for _, k in self._added])
+            pids = np.repeat(np.array([p for p, _ in self._added], dtype=np.int64),
+                             [k.size for _, k in self._added])
+            order = np.lexsort((pids, keys))
+            self.conn.executemany("INSERT OR IGNORE INTO buckets_recent VALUES (?, ?)",
+                                  zip(keys[order].tolist(), pids[order].tolist(), strict=True))
+            if self.bloom is not None:
+                self.bloom.add(keys)
         self._pending.clear()
+        self._added.clear()
         recent = self.conn.execute("SELECT COUNT(*) FROM buckets_recent").fetchone()[0]
         if recent > RECENT_BUCKETS_MAX_ROWS:
             # One pass in key order over the big table, every few runs, instead of
