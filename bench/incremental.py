@@ -144,6 +144,7 @@ def main() -> None:
     empties, bigs = [], []
     for _ in range(args.repeat):  # alternate, so machine noise hits both kinds alike
         shutil.rmtree(empty_processed, ignore_errors=True)
+        os.sync()  # start each measured run with no dirty pages of earlier work to write back
         empties.append(measured_run(empty_raw, empty_processed))
         # Measure on a copy, so the base index can be reused (and by the next invocation).
         measure_raw, measure_processed = work / "measure" / "raw", work / "measure" / "processed"
@@ -153,6 +154,7 @@ def main() -> None:
             os.link(base_file, measure_raw / base_file.name)  # the scan sees the whole archive, unchanged
         shutil.copytree(big_processed, measure_processed)
         write_new_articles(measure_raw, args.new_articles)
+        os.sync()  # the 2 GB copy above must not be written back during the measured run
         bigs.append(measured_run(measure_raw, measure_processed))
     empty = sorted(empties, key=lambda r: r["seconds"])[len(empties) // 2]
     big = sorted(bigs, key=lambda r: r["seconds"])[len(bigs) // 2]
