@@ -122,8 +122,13 @@ class CleanDocument:
 
 def normalize(text: str) -> str:
     """NFC, odd spaces to plain spaces, zero-width marks dropped, whitespace collapsed per line."""
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
-    text = _SPACE_RE.sub(" ", _ZERO_WIDTH_RE.sub("", text))  # _SPACE_RE spares newlines
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if text.isascii():  # the common case: no odd spaces or zero-width marks possible, NFC already
+        if "  " in text or "\t" in text:
+            text = _SPACE_RE.sub(" ", text)
+    else:
+        text = unicodedata.normalize("NFC", text)
+        text = _SPACE_RE.sub(" ", _ZERO_WIDTH_RE.sub("", text))  # _SPACE_RE spares newlines
     return "\n".join(line.strip() for line in text.split("\n"))
 
 
