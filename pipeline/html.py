@@ -603,12 +603,15 @@ def _types(obj: dict[str, Any]) -> list[str]:
     return []
 
 
-def _ld_names(value: Any) -> list[str]:
-    """JSON-LD person/organization value(s) -> names (strings, {"name": ...}, lists)."""
+def _ld_names(value: Any, skip_organizations: bool = False) -> list[str]:
+    """JSON-LD person/organization value(s) -> names (strings, {"name": ...}, lists);
+    with ``skip_organizations``, values typed as an organisation give no name."""
     if isinstance(value, str):
         v = collapse(value)
         return [v] if v and not _looks_like_url(v) else []
     if isinstance(value, dict):
+        if skip_organizations and set(_types(value)) & _ORG_TYPES:
+            return []
         name = value.get("name")
         if isinstance(name, str) and collapse(name):
             return [collapse(name)]
@@ -616,7 +619,7 @@ def _ld_names(value: Any) -> list[str]:
     if isinstance(value, list):
         names: list[str] = []
         for item in value:
-            for n in _ld_names(item):
+            for n in _ld_names(item, skip_organizations):
                 if n not in names:
                     names.append(n)
         return names
@@ -650,20 +653,6 @@ _H1 = re.compile(r"<h1\b[^>]*>(.{0,1000}?)</h1\s*>", re.IGNORECASE | re.DOTALL)
 def _unescape(value: str) -> str:
     """Entities left in attribute values by double encoding ("Redacci&amp;oacute;n")."""
     return collapse(html_lib.unescape(value)) if "&" in value else value
-
-
-def _author_names(value: Any) -> list[str]:
-    """JSON-LD author value -> person names; Organization authors are skipped."""
-    if isinstance(value, list):
-        names: list[str] = []
-        for item in value:
-            for n in _author_names(item):
-                if n not in names:
-                    names.append(n)
-        return names
-    if isinstance(value, dict) and set(_types(value)) & _ORG_TYPES:
-        return []
-    return _ld_names(value)
 
 
 def _date_ok(value: str) -> bool:
@@ -788,7 +777,7 @@ def _page_metadata(html: str, url: str | None = None) -> tuple[dict[str, str], l
         meta["title"] = _unescape(stripped)
 
     # author: JSON-LD author, author meta tags, rel=author
-    authors = _author_names(ld.get("author")) if ld else []
+    authors = _ld_names(ld.get("author"), skip_organizations=True) if ld else []
     if not authors:
         for key in (
             "author",
