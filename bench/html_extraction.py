@@ -1,34 +1,53 @@
-"""Score the pipeline's full-page HTML extraction on pages with expected snippets.
+"""Score the pipeline's full-page HTML extraction.
 
-    python bench/html_extraction.py --pages DIR --expected FILE.json [--compare [--all]]
+Two kinds of page sets (neither is in this repository: they are third-party pages):
 
-FILE.json maps a page file name (relative to DIR; ``.html`` or ``.html.gz``) to
-``{"with": [...], "without": [...]}``. A snippet counts as found when it occurs in the
-extracted text after collapsing whitespace. "with" found = TP, "with" missing = FN,
-"without" found = FP, "without" absent = TN (trafilatura's evaluation protocol);
-precision = TP/(TP+FP), recall = TP/(TP+FN).
+* snippet sets, default ``../shared/html_pages`` (``expected.json`` maps a page file to
+  ``{"with": [...], "without": [...]}``)::
 
-``--compare`` also scores a naive bs4 ``get_text()`` and a bs4 ``<p>``-joining heuristic;
-``--all`` adds trafilatura settings and other extractors that happen to be installed
-(readability-lxml, jusText, resiliparse, boilerpy3); missing ones are skipped.
+      python bench/html_extraction.py [--pages DIR] [--expected FILE.json] [--compare]
+
+  A snippet counts as found when it occurs in the extracted text after collapsing whitespace.
+  "with" found = TP, "with" missing = FN, "without" found = FP, "without" absent = TN
+  (trafilatura's evaluation protocol); precision = TP/(TP+FP), recall = TP/(TP+FN).
+
+* full ground-truth sets, e.g. ``../shared/html_dev/zyte`` (``ground-truth.json`` maps a page
+  hash to ``{"articleBody": ...}``, pages in ``html/<hash>.html.gz``)::
+
+      python bench/html_extraction.py --truth ../shared/html_dev/zyte [--compare] [--worst N]
+
+  Token-level scoring as in the Web Content Extraction Benchmark: each text is a bag of
+  lower-cased ``\\w+`` tokens; per page precision = shared tokens / extracted tokens, recall =
+  shared tokens / true tokens, F1; reported as mean and median over pages. ``dup`` counts pages
+  whose output repeats a block of 8+ words (the symptom of a table walked twice).
+
+``--compare`` also scores trafilatura alone (``include_comments=False``) and readability-lxml
+(printed as skipped when it is not installed; it is a bench-only comparison, not a dependency);
+``--all`` adds a bs4 ``get_text()`` and ``<p>``-joining baseline and further trafilatura settings.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as a script: make the project root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(ROOT))
 
 from pipeline.html import collapse, decode_html, extract_article  # noqa: E402
 
 Extractor = Callable[[str], str]
+DEFAULT_PAGES = ROOT.parent / "shared" / "html_pages"
+_TOKEN = re.compile(r"\w+")
 
 
 @dataclass
@@ -67,6 +86,66 @@ class Score:
         )
 
 
+@dataclass
+class TokenScore:
+    """Per-page token precision/recall/F1 of one extractor on a ground-truth set."""
+
+    name: str
+    per_page: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    duplicated: list[str] = field(default_factory=list)
+    errors: int = 0
+    seconds: float = 0.0
+
+    def mean(self, i: int) -> float:
+        values = [v[i] for v in self.per_page.values()]
+        return statistics.fmean(values) if values else 0.0
+
+    @property
+    def median_f1(self) -> float:
+        values = [v[2] for v in self.per_page.values()]
+        return statistics.median(values) if values else 0.0
+
+    def below(self, threshold: float) -> int:
+        return sum(1 for v in self.per_page.values() if v[2] < threshold)
+
+    def line(self) -> str:
+        pages = len(self.per_page)
+        rate = pages / self.seconds if self.seconds else 0.0
+        return (
+            f"{self.name:<34} mean P={self.mean(0):.3f} R={self.mean(1):.3f} F1={self.mean(2):.3f} "
+            f"median F1={self.median_f1:.3f} F1<0.5={self.below(0.5)} dup={len(self.duplicated)} "
+            f"pages/s={rate:.1f} pages={pages} errors={self.errors}"
+        )
+
+
+def tokens(text: str) -> Counter[str]:
+    return Counter(_TOKEN.findall(text.lower()))
+
+
+def token_prf(predicted: str, truth: str) -> tuple[float, float, float]:
+    """Bag-of-tokens precision, recall, F1 (both empty: a perfect score)."""
+    pred, true = tokens(predicted), tokens(truth)
+    if not pred and not true:
+        return 1.0, 1.0, 1.0
+    shared = sum((pred & true).values())
+    p = shared / sum(pred.values()) if pred else 0.0
+    r = shared / sum(true.values()) if true else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def repeats_a_block(text: str, min_words: int = 8) -> bool:
+    """True when a line of ``min_words``+ words occurs twice in the output."""
+    seen: set[str] = set()
+    for line in text.splitlines():
+        line = collapse(line)
+        if len(line.split()) < min_words:
+            continue
+        if line in seen:
+            return True
+        seen.add(line)
+    return False
+
+
 def load_pages(pages_dir: Path, expected: dict[str, dict[str, list[str]]]) -> list[tuple[str, str]]:
     """[(file name, decoded html)] for every expected page; .html.gz is decompressed."""
     docs = []
@@ -80,9 +159,29 @@ def load_pages(pages_dir: Path, expected: dict[str, dict[str, list[str]]]) -> li
     return docs
 
 
+def load_truth(truth_dir: Path) -> list[tuple[str, str, str]]:
+    """[(page id, decoded html, true body)] from ``ground-truth.json`` and ``html/<id>.html(.gz)``."""
+    truth = json.loads((truth_dir / "ground-truth.json").read_text(encoding="utf-8"))
+    docs = []
+    for key in sorted(truth):
+        for name in (f"{key}.html.gz", f"{key}.html"):
+            path = truth_dir / "html" / name
+            if path.exists():
+                break
+        else:
+            raise SystemExit(f"missing page: {truth_dir / 'html' / key}.html(.gz)")
+        docs.append((key, decode_html(path.read_bytes()), truth[key].get("articleBody") or ""))
+    return docs
+
+
 def pipeline_text(html: str) -> str:
-    """What the pipeline keeps of a page: its body and heading blocks."""
-    return "\n".join(text for _, text in extract_article(html).blocks)
+    """What the pipeline keeps of a page: its body and heading blocks (the title is stored apart)."""
+    try:
+        return "\n".join(text for _, text in extract_article(html).blocks)
+    except Exception as exc:
+        if type(exc).__name__ == "BadInput":  # "no article text": the pipeline keeps nothing
+            return ""
+        raise
 
 
 def naive_get_text(html: str) -> str:
@@ -101,18 +200,25 @@ def p_join(html: str) -> str:
     return "\n".join(p.get_text(" ") for p in soup.find_all("p"))
 
 
+def _run(name: str, fn: Extractor, html: str, page: str) -> tuple[str, float, bool]:
+    start = time.perf_counter()
+    try:
+        text = fn(html) or ""
+        ok = True
+    except Exception as exc:  # noqa: BLE001 - a crash costs recall, reported in the counts
+        print(f"  {name}: {page}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        text, ok = "", False
+    return text, time.perf_counter() - start, ok
+
+
 def score(name: str, fn: Extractor, docs: list[tuple[str, str]], expected: dict) -> Score:
     s = Score(name)
     for page, html in docs:
         item = expected[page]
-        start = time.perf_counter()
-        try:
-            text = collapse(fn(html) or "")
-        except Exception as exc:  # noqa: BLE001 - a crash costs recall, reported in the counts
-            print(f"  {name}: {page}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            s.errors += 1
-            text = ""
-        s.seconds += time.perf_counter() - start
+        raw, seconds, ok = _run(name, fn, html, page)
+        text = collapse(raw)
+        s.seconds += seconds
+        s.errors += not ok
         s.pages += 1
         withs = [collapse(w) for w in item.get("with", [])]
         withouts = [collapse(w) for w in item.get("without", [])]
@@ -125,86 +231,108 @@ def score(name: str, fn: Extractor, docs: list[tuple[str, str]], expected: dict)
     return s
 
 
-def optional_extractors() -> dict[str, Extractor]:
-    """trafilatura settings and other libraries, when installed."""
-    out: dict[str, Extractor] = {}
+def score_tokens(name: str, fn: Extractor, docs: list[tuple[str, str, str]]) -> TokenScore:
+    s = TokenScore(name)
+    for page, html, truth in docs:
+        text, seconds, ok = _run(name, fn, html, page)
+        s.seconds += seconds
+        s.errors += not ok
+        s.per_page[page] = token_prf(text, truth)
+        if repeats_a_block(text):
+            s.duplicated.append(page)
+    return s
+
+
+def trafilatura_alone(html: str) -> str:
+    import trafilatura
+
+    return trafilatura.extract(html, include_comments=False) or ""
+
+
+def readability_extractor() -> Extractor | None:
     try:
+        from lxml import html as lxml_html
+        from readability import Document
+    except ImportError:
+        return None
+
+    def run(html: str) -> str:
+        summary = Document(html).summary(html_partial=True)
+        return "\n".join(collapse(t) for t in lxml_html.fromstring(summary).itertext() if t.strip())
+
+    return run
+
+
+def compare_extractors(everything: bool) -> dict[str, Extractor | None]:
+    """Other extractors to print beside ours; ``None`` marks one that is not installed."""
+    out: dict[str, Extractor | None] = {
+        "trafilatura alone (no comments)": trafilatura_alone,
+        "readability-lxml": readability_extractor(),
+    }
+    if everything:
         import trafilatura
 
-        def traf(**kw: object) -> Extractor:
-            return lambda html: trafilatura.extract(html, **kw) or ""
-
-        out["trafilatura default"] = traf()
-        out["trafilatura no comments"] = traf(include_comments=False)
-        out["trafilatura fast no comments"] = traf(include_comments=False, fast=True)
-        out["trafilatura favor_precision"] = traf(include_comments=False, favor_precision=True)
-        out["trafilatura favor_recall"] = traf(include_comments=False, favor_recall=True)
-    except ImportError:
-        pass
-    try:
-        from bs4 import BeautifulSoup
-        from readability import Document
-
-        out["readability-lxml"] = lambda html: BeautifulSoup(Document(html).summary(), "lxml").get_text(" ")
-    except ImportError:
-        pass
-    try:
-        import justext
-
-        stop = justext.get_stoplist("English")
-
-        def run_justext(html: str) -> str:
-            paras = justext.justext(html.encode("utf-8"), stop)
-            return "\n".join(p.text for p in paras if not p.is_boilerplate)
-
-        out["justext (English stoplist)"] = run_justext
-    except ImportError:
-        pass
-    try:
-        from resiliparse.extract.html2text import extract_plain_text
-        from resiliparse.parse.html import HTMLTree
-
-        out["resiliparse main_content"] = lambda html: extract_plain_text(HTMLTree.parse(html), main_content=True)
-    except ImportError:
-        pass
-    try:
-        from boilerpy3 import extractors
-
-        article = extractors.ArticleExtractor(raise_on_failure=False)
-        out["boilerpy3 ArticleExtractor"] = lambda html: article.get_content(html)
-    except ImportError:
-        pass
+        out["trafilatura defaults"] = lambda html: trafilatura.extract(html) or ""
+        out["trafilatura favor_precision"] = lambda html: (
+            trafilatura.extract(html, include_comments=False, favor_precision=True) or ""
+        )
+        out["bs4 naive get_text"] = naive_get_text
+        out["bs4 <p>-joining"] = p_join
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pages", type=Path, required=True, help="directory of .html / .html.gz pages")
-    parser.add_argument("--expected", type=Path, required=True, help='{"page.html": {"with": [...], "without": [...]}}')
-    parser.add_argument("--compare", action="store_true", help="also score naive get_text and <p>-joining baselines")
-    parser.add_argument(
-        "--all", action="store_true", help="with --compare: also trafilatura settings and other installed extractors"
-    )
+    parser.add_argument("--pages", type=Path, default=DEFAULT_PAGES, help="directory of .html / .html.gz pages")
+    parser.add_argument("--expected", type=Path, help="snippet file (default: PAGES/expected.json)")
+    parser.add_argument("--truth", type=Path, help="a full ground-truth set: ground-truth.json + html/ (token scores)")
+    parser.add_argument("--compare", action="store_true", help="also score trafilatura alone and readability-lxml")
+    parser.add_argument("--all", action="store_true", help="with --compare: baselines and more trafilatura settings")
+    parser.add_argument("--worst", type=int, default=0, help="with --truth: list the N lowest-F1 pages of ours")
     args = parser.parse_args(argv)
 
-    expected = json.loads(args.expected.read_text(encoding="utf-8"))
+    candidates: dict[str, Extractor | None] = {"newsdedup extract_article": pipeline_text}
+    if args.compare:
+        candidates.update(compare_extractors(args.all))
+
+    if args.truth:
+        truth_docs = load_truth(args.truth)
+        print(f"pages={len(truth_docs)} truth={args.truth}")
+        results = []
+        for name, fn in candidates.items():
+            if fn is None:
+                print(f"{name:<34} skipped (not installed)")
+                continue
+            result = score_tokens(name, fn, truth_docs)
+            results.append(result)
+            print(result.line(), flush=True)
+        ours = results[0]
+        if ours.duplicated:
+            print("duplicated blocks:", " ".join(ours.duplicated))
+        if args.worst:
+            others = {r.name: r for r in results[1:]}
+            for page, (p, r, f) in sorted(ours.per_page.items(), key=lambda kv: kv[1][2])[: args.worst]:
+                rest = " ".join(f"{n.split()[0]}={o.per_page[page][2]:.2f}" for n, o in others.items())
+                print(f"  {page[:16]} P={p:.2f} R={r:.2f} F1={f:.2f} {rest}")
+        return 0
+
+    expected_path = args.expected or args.pages / "expected.json"
+    if not expected_path.exists():
+        raise SystemExit(f"no snippet file {expected_path} (pass --pages/--expected, or --truth DIR)")
+    expected = json.loads(expected_path.read_text(encoding="utf-8"))
     docs = load_pages(args.pages, expected)
     n_with = sum(len(v.get("with", [])) for v in expected.values())
     n_without = sum(len(v.get("without", [])) for v in expected.values())
     print(f"pages={len(docs)} with-snippets={n_with} without-snippets={n_without}")
-
-    candidates: dict[str, Extractor] = {"pipeline.html.extract_article": pipeline_text}
-    if args.compare:
-        candidates["bs4 naive get_text"] = naive_get_text
-        candidates["bs4 <p>-joining"] = p_join
-        if args.all:
-            candidates.update(optional_extractors())
-    results = []
+    snippet_results = []
     for name, fn in candidates.items():
-        result = score(name, fn, docs, expected)
-        results.append(result)
-        print(result.line(), flush=True)
-    main_result = results[0]
+        if fn is None:
+            print(f"{name:<34} skipped (not installed)")
+            continue
+        snippet_result = score(name, fn, docs, expected)
+        snippet_results.append(snippet_result)
+        print(snippet_result.line(), flush=True)
+    main_result = snippet_results[0]
     print(
         f"precision: {main_result.precision:.4f}\nrecall: {main_result.recall:.4f}\n"
         f"F1: {main_result.f1:.4f}\npages/second: {main_result.pages_per_second:.1f}"
