@@ -17,6 +17,7 @@ import logging
 import re
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
@@ -105,10 +106,10 @@ def extract_article(html: str, url: str | None = None) -> HtmlArticle:
     """Full web page -> main article body blocks (paragraphs + sub-headings, no nav/ads/comments/
     related/cookie text) and page metadata from <meta>/<link>/<title>/JSON-LD.
 
-    Never raises on bad markup: a page that cannot be parsed gives empty blocks (and whatever
-    metadata could be read)."""
+    Raises ``pipeline.read.BadInput`` ("page holds no article text (script-loaded or framed)")
+    when the page yields no body text at all; bad markup otherwise never raises."""
     if not isinstance(html, str) or not html.strip():
-        return HtmlArticle(blocks=[], meta={})
+        _no_article_text("")
     titles: list[str] = []
     try:
         meta, titles = _page_metadata(html, url)
@@ -122,7 +123,33 @@ def extract_article(html: str, url: str | None = None) -> HtmlArticle:
             blocks = fallback
     blocks = [_retype_block(kind, text) for kind, text in blocks]
     blocks = _drop_leading_title(blocks, meta.get("title"), titles, meta.get("outlet"))
+    if not any(kind == "body" for kind, _ in blocks):
+        _no_article_text(html)
     return HtmlArticle(blocks=blocks, meta=meta)
+
+
+_FRAME = re.compile(r"<(?:frame|iframe)\b[^>]*?\bsrc\s*=\s*[\"']?([^\"'\s>]+)", re.IGNORECASE)
+_SCRIPT = re.compile(r"<script\b", re.IGNORECASE)
+_FRAMESET = re.compile(r"<frameset\b", re.IGNORECASE)
+
+
+def _no_article_text(html: str) -> None:
+    """Raise the quarantine reason for a whole page that yields no body text: the text is
+    loaded by script or sits in frames, so the saved file holds none. Said here, not later as
+    "no body text left after cleaning", so a user knows to save the rendered or framed page."""
+    # imported here: pipeline.read imports this module, and defines the exception the pipeline catches
+    from pipeline.read import BadInput
+
+    reason = "page holds no article text (script-loaded or framed)"
+    frames = [src for src in _FRAME.findall(html) if not src.lower().startswith(("javascript:", "about:"))]
+    if _FRAMESET.search(html) or (frames and len(frames) >= 1 and not _SCRIPT.search(html)):
+        shown = ", ".join(dict.fromkeys(frames[:3]))
+        hint = f"it frames other pages ({shown}); save the framed page itself" if shown else "it is a frameset"
+    elif _SCRIPT.search(html):
+        hint = "its text is loaded by script; save the page as rendered by a browser"
+    else:
+        hint = "save the page as rendered by a browser, or the page it frames"
+    raise BadInput(f"{reason}: {hint}")
 
 
 def _retype_block(kind: str, text: str) -> tuple[str, str]:
@@ -166,15 +193,54 @@ def _main_content_blocks(html: str, url: str | None) -> BlockList:
 
 # --------------------------------------------------------------------------- pre-cleaning
 
-# class/id words marking page furniture around an article (matched case-insensitively at the
-# start of a word, so "related-posts", "sidebar_left", "socialShare", "post-teaser" all match).
-_BOILERPLATE_ATTR = re.compile(
-    r"(?<![a-z])(?:related|teaser|sidebar|aside|paywall|payant|rating|newsletter|share|sharing|social"
-    r"|promo|rollover|hovercard|hover-card|tooltip|author-?bio|bio-?card|author-?card|author-?box"
-    r"|mehr-?zum-?thema)(?![a-z])|(?<![a-z0-9])toc(?![a-z0-9])|(?<![a-z])(?:related|teaser|sidebar|promo|rollover|hovercard"
-    r"|tooltip|newsletter|paywall)",
-    re.IGNORECASE,
+# class/id words marking page furniture around an article. A class/id token is split into words
+# ("related-posts", "sidebar_left", "socialShare" -> related|posts, sidebar|left, social|share) and
+# a word must be one of these, optionally glued to another of them or to a component suffix
+# ("teaserbox", "sharebar", "socialshare"); a word merely starting with one ("shareholders",
+# "promotion", "relatedness") is content.
+_BOILERPLATE_WORDS = frozenset(
+    "related teaser teasers sidebar aside paywall payant rating ratings newsletter newsletters share shares"
+    " sharing social promo promos rollover hovercard tooltip toc tagline slogan breadcrumb breadcrumbs crumbs"
+    " authorbio biocard authorcard authorbox mehrzumthema mostviewed mostread mostpopular sendtofriend".split()
 )
+_COMPONENT_SUFFIXES = frozenset(
+    "s box bar list links block widget wrap wrapper container area module buttons button icons tools item items"
+    " card panel".split()
+)
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+_ATTR_SPLIT = re.compile(r"[^A-Za-z0-9]+")
+
+
+def _attr_words(token: str) -> list[str]:
+    return [w.lower() for w in _ATTR_SPLIT.split(_CAMEL.sub("-", token)) if w]
+
+
+def _alternatives(words: frozenset[str]) -> str:
+    return "|".join(sorted(words, key=len, reverse=True))
+
+
+# a marker word, alone or glued to a suffix or a second marker ("teaserbox", "socialshare")
+_BOILERPLATE_WORD = re.compile(
+    rf"(?:{_alternatives(_BOILERPLATE_WORDS)})(?:{_alternatives(_COMPONENT_SUFFIXES | _BOILERPLATE_WORDS)})?"
+)
+
+
+def _boilerplate_marks(value: str) -> bool:
+    """True when a class/id value names page furniture (see _BOILERPLATE_WORDS)."""
+    return any(_boilerplate_token(token) for token in value.split())
+
+
+@lru_cache(maxsize=65536)
+def _boilerplate_token(token: str) -> bool:
+    # cached per token: class names repeat across a page and across pages
+    words = _attr_words(token)
+    if any(_BOILERPLATE_WORD.fullmatch(w) for w in words):
+        return True
+    # adjacent words glued ("author-bio" -> "authorbio", "most-viewed" -> "mostviewed")
+    glued = ("".join(words[i : i + n]) for n in (2, 3) for i in range(len(words) - n + 1))
+    return any(g in _BOILERPLATE_WORDS for g in glued)
+
+
 # layout classes that mention a sidebar but wrap the content ("has-sidebar", "content-with-sidebar")
 _LAYOUT_ATTR = re.compile(r"(?:has|with|no|without|one|two|left|right)[-_]?sidebar", re.IGNORECASE)
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
@@ -184,7 +250,10 @@ _RELATED_LABEL = re.compile(
     r"|weitere artikel|related(?: articles| stories| posts| content| news| links)?"
     r"|more on this (?:story|topic)|you (?:may|might) also like|top stories|partner news"
     r"|more stories|recommended(?: for you)?|à lire aussi|lire aussi|sur le même sujet"
-    r"|noticias relacionadas|artículos relacionados|te puede interesar|leggi anche|articoli correlati)"
+    r"|noticias relacionadas|artículos relacionados|te puede interesar|leggi anche|articoli correlati"
+    r"|most (?:viewed|read|popular|shared|commented)(?: articles| stories| news| posts)?|trending(?: now)?"
+    r"|popular (?:articles|stories|posts|news)|meistgelesen|meistgelesene artikel|les plus lus"
+    r"|lo más leído|más leídas|più letti)"
     r"\W*$",
     re.IGNORECASE,
 )
@@ -193,24 +262,79 @@ _HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 _INLINE_CONTEXT = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "li"}
 
 
+def _chars(text: str) -> int:
+    """Length of the text without its whitespace (a cheap stand-in for len(collapse(text)))."""
+    return sum(map(len, text.split()))
+
+
 def _p_len(el: Any) -> int:
-    return sum(len(collapse(p.text_content())) for p in el.iter("p"))
+    return sum(_chars(p.text_content()) for p in el.iter("p"))
+
+
+def _text_len(el: Any) -> int:
+    return _chars(el.text_content())
+
+
+def _heading_anchor(el: Any) -> bool:
+    """An id made from the slug of the element's own heading ("sharing-with-a-single-developer"
+    on a section headed "Sharing with a single developer", or "...-what-broke" on a subsection
+    headed "What broke"), around prose rather than links, names content, not furniture."""
+    key = _letters(el.get("id") or "")
+    head = next(el.iter(*_HEADINGS), None)
+    if len(key) < 8 or head is None:
+        return False
+    text = _letters(head.text_content())
+    if len(text) < 6 or not (key.startswith(text) or key.endswith(text) or text.startswith(key)):
+        return False
+    total = _text_len(el)
+    links = sum(len(collapse(a.text_content())) for a in el.iter("a"))
+    prose = any(len(collapse(p.text_content()).split()) >= 20 for p in el.iter("p"))
+    return prose and links * 3 < total
+
+
+# separators between the links of a breadcrumb or a tools bar ("NATIONAL > General",
+# "View all news | Send to a friend | Print")
+_BAR_SEPARATORS = re.compile(r"[\s|>»›/·•:\-–—]*")
+_BAR_TAGS = {"div", "td", "p", "span", "li", "ul", "ol", "nav", "section", "font", "center"}
+
+
+def _link_bar(el: Any) -> bool:
+    """A short element made only of 2+ short links and separators: a breadcrumb trail, a
+    print/send/share bar or a menu row, never article text."""
+    if el.tag not in _BAR_TAGS:
+        return False
+    if el.tag == "td" and el.getparent() is not None and len(el.getparent()) > 1:
+        return False  # a cell among others is data ("Arsenal - Chelsea" in a results table)
+    words = el.text_content().split()
+    if not words or len(words) > 20:
+        return False
+    links = [a.text_content().split() for a in el.iter("a")]
+    links = [t for t in links if t]
+    if len(links) < 2 or any(len(t) > 5 for t in links):
+        return False
+    rest = " ".join(words)
+    for t in links:
+        rest = rest.replace(" ".join(t), " ", 1)
+    return bool(_BAR_SEPARATORS.fullmatch(rest))
 
 
 def remove_boilerplate(tree: HtmlElement) -> int:
-    """Drop (in place) related/teaser/sidebar/paywall/share/... boxes and hidden elements before
-    main-content extraction; returns how many elements were removed.
+    """Drop (in place) related/teaser/sidebar/paywall/share/... boxes, breadcrumb and tools bars
+    and hidden elements before main-content extraction; returns how many elements were removed.
 
     Never removes <html>, <body>, <main>, <article>, an ancestor of <main> or of the element
-    holding the most paragraph text, or an element holding half of the page's <p> text. Inside a
-    paragraph, a matching element that only wraps a few words (a name with a hover card) stays."""
+    holding the most paragraph text, or an element holding half of the page's text; elements
+    flagged by their class/id together never take more than half of the page's <p> text (a
+    matching pattern that would is wrong for this page). Inside a paragraph, a matching element
+    that only wraps a few words (a name with a hover card) stays."""
     total_p = _p_len(tree)
+    total_text = _text_len(tree)
     # the element with the most direct <p> text: the article body on almost every page
     weights: dict[Any, int] = {}
     for p in tree.iter("p"):
         parent = p.getparent()
         if parent is not None:
-            weights[parent] = weights.get(parent, 0) + len(collapse(p.text_content()))
+            weights[parent] = weights.get(parent, 0) + _chars(p.text_content())
     anchors = [max(weights, key=weights.__getitem__)] if weights else []
     anchors += [el for el in tree.iter("main")]
     anchors += tree.xpath('//*[@role="main" or @itemprop="articleBody"]')
@@ -222,15 +346,27 @@ def remove_boilerplate(tree: HtmlElement) -> int:
     def removable(el: Any) -> bool:
         if el.tag in _PROTECTED_TAGS or el in protected:
             return False
-        return not (total_p >= 200 and _p_len(el) * 2 >= total_p)
+        if total_p >= 200 and _p_len(el) * 2 >= total_p:
+            return False
+        return not (total_text >= 400 and _text_len(el) * 2 >= total_text)
 
     related = dict(_related_boxes(tree))
-    candidates: list[tuple[Any, bool]] = []
+    # a bar is at most three levels above its links: only those elements are measured
+    link_parents: dict[Any, int] = {}
+    for a in tree.iter("a"):
+        for level, up in enumerate(a.iterancestors()):
+            if level >= 3:
+                break
+            link_parents[up] = link_parents.get(up, 0) + 1
+    bar_scope = {el for el, n in link_parents.items() if n >= 2}
+    # (element, hidden, flagged by class/id only)
+    candidates: list[tuple[Any, bool, bool]] = []
     for el in tree.iter():
         if not isinstance(el.tag, str):
             continue
-        if el in related:
-            candidates.append((el, False))
+        if el in related or (el.tag == "noscript" and len(collapse(el.text_content()).split()) <= 30):
+            # a short <noscript> is a "please enable JavaScript" notice, never the article
+            candidates.append((el, False, False))
             continue
         hidden = (
             el.get("hidden") is not None
@@ -238,17 +374,30 @@ def remove_boilerplate(tree: HtmlElement) -> int:
             or bool(_HIDDEN_STYLE.search(el.get("style") or ""))
         )
         marks = f"{el.get('class') or ''} {el.get('id') or ''}"
-        flagged = el.tag not in _HEADINGS and bool(_BOILERPLATE_ATTR.search(marks)) and not _LAYOUT_ATTR.search(marks)
+        flagged = (
+            el.tag not in _HEADINGS
+            and _boilerplate_marks(marks)
+            and not _LAYOUT_ATTR.search(marks)
+            and not (_boilerplate_marks(el.get("id") or "") and _heading_anchor(el))
+        )
         if hidden or flagged:
-            candidates.append((el, hidden))
+            candidates.append((el, hidden, not hidden))
+        elif el in bar_scope and _link_bar(el):
+            candidates.append((el, False, False))
     removed = 0
+    flagged_p = 0
     # deepest/last first, so an inline wrapper is judged after its hover card is gone
-    for el, hidden in reversed(candidates):
+    for el, hidden, by_marks in reversed(candidates):
         if el.getparent() is None or not removable(el):
             continue
         if not hidden and any(a.tag in _INLINE_CONTEXT for a in el.iterancestors()):
             if len(collapse(el.text_content()).split()) <= 4:
                 continue
+        if by_marks:
+            p_len = _p_len(el)
+            if total_p >= 200 and (flagged_p + p_len) * 2 >= total_p:
+                continue
+            flagged_p += p_len
         el.drop_tree()
         removed += 1
     return removed
@@ -296,12 +445,15 @@ def _xml_blocks(parent: Any, out: BlockList) -> None:
             text = _xml_text(child)
             if text:
                 out.append(("heading", text))
-        elif tag in ("list", "quote", "div") and any(
+        elif tag in ("list", "quote", "div", "cell") and any(
             isinstance(c.tag, str) and c.tag in _XML_BLOCK_TAGS for c in child
         ):
             _xml_blocks(child, out)
         elif tag == "table":
             _xml_table(child, out)
+        elif tag == "row":
+            # a row without its table (trafilatura's fallback returns a layout row as the body)
+            _xml_row(child, out)
         elif tag == "graphic":
             pass
         elif tag:
@@ -314,24 +466,34 @@ def _xml_blocks(parent: Any, out: BlockList) -> None:
 
 def _xml_table(table: Any, out: BlockList) -> None:
     """A data table row becomes one block; a layout table (cells holding paragraphs or
-    headings) is walked cell by cell so its paragraphs and headings stay separate."""
-    for row in table.iter("row"):
-        cells: list[str] = []
-        for cell in row:
-            if _layout_cell(cell):
-                if cells:
-                    out.append(("body", collapse(" ".join(cells))))
-                    cells = []
-                _xml_blocks(cell, out)
-            else:
-                text = _xml_text(cell)
-                if text:
-                    cells.append(text)
-        if cells:
-            out.append(("body", collapse(" ".join(cells))))
+    headings) is walked cell by cell so its paragraphs and headings stay separate.
+
+    Only the table's own rows: a table nested in a cell is read when that cell is walked
+    (descending into it here too gave the nested text once per nesting level)."""
+    for row in table:
+        if isinstance(row.tag, str) and row.tag == "row":
+            _xml_row(row, out)
 
 
-_XML_BLOCK_TAGS = {"p", "head", "list", "item", "quote", "table", "code", "div"}
+def _xml_row(row: Any, out: BlockList) -> None:
+    cells: list[str] = []
+    for cell in row:
+        if not isinstance(cell.tag, str):
+            continue
+        if _layout_cell(cell):
+            if cells:
+                out.append(("body", collapse(" ".join(cells))))
+                cells = []
+            _xml_blocks(cell, out)
+        else:
+            text = _xml_text(cell)
+            if text:
+                cells.append(text)
+    if cells:
+        out.append(("body", collapse(" ".join(cells))))
+
+
+_XML_BLOCK_TAGS = {"p", "head", "list", "item", "quote", "table", "row", "cell", "code", "div"}
 
 
 def _layout_cell(cell: Any) -> bool:

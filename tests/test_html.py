@@ -1,10 +1,11 @@
-"""Tests for pipeline.html: full-page extraction, fragments, metadata, and the fixture benchmark."""
+"""Tests for pipeline.html: full-page extraction, fragments, metadata, and the hand-written pages."""
 
 from __future__ import annotations
 
 import gzip
 import importlib.util
 import json
+import re
 import socket
 import sys
 from pathlib import Path
@@ -20,8 +21,12 @@ from pipeline.html import (
     looks_like_full_page,
     page_metadata,
 )
+from pipeline.read import BadInput, RawEntry, parse
 
 ROOT = Path(__file__).resolve().parent.parent
+# pages written for this project (see its README); no third-party pages in the repository
+PAGES = Path(__file__).resolve().parent / "fixtures" / "html_pages"
+NO_TEXT = "page holds no article text (script-loaded or framed)"
 
 BODY_1 = (
     "The city council voted on Tuesday evening to expand the riverside tram line by four stops, "
@@ -147,7 +152,11 @@ def test_no_network_access(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_malformed_or_truncated_html_does_not_crash(markup: str) -> None:
-    article = extract_article(markup)
+    try:
+        article = extract_article(markup)
+    except BadInput as exc:  # the only exception: nothing of an article in it
+        assert str(exc).startswith(NO_TEXT)
+        return
     assert isinstance(article, HtmlArticle)
     assert isinstance(article.blocks, list)
     assert isinstance(article.meta, dict)
@@ -174,8 +183,8 @@ def test_extractor_crash_gives_empty_or_fallback(monkeypatch: pytest.MonkeyPatch
         raise RuntimeError("boom")
 
     monkeypatch.setattr(H.trafilatura, "extract", boom)
-    article = extract_article("<html><body><div>no paragraphs here</div></body></html>")
-    assert article.blocks == []
+    with pytest.raises(BadInput, match=re.escape(NO_TEXT)):
+        extract_article("<html><body><div>no paragraphs here</div></body></html>")
 
 
 # --------------------------------------------------------------------------- metadata
@@ -554,3 +563,132 @@ def test_fragment_bold_paragraph_is_heading() -> None:
         ("body", "Not a heading because it is a sentence."),
         ("body", "Bold start of a normal paragraph"),
     ]
+
+
+# --------------------------------------------------------------------------- hand-written pages
+
+
+def _truth() -> dict[str, dict]:
+    return json.loads((PAGES / "ground-truth.json").read_text(encoding="utf-8"))
+
+
+def _written(name: str) -> str:
+    return (PAGES / "html" / f"{name}.html").read_text(encoding="utf-8")
+
+
+def test_written_pages_token_scores() -> None:
+    bench = _load_bench()
+    truth = _truth()
+    docs = bench.load_truth(PAGES)
+    assert len(docs) == len(truth) >= 8
+    result = bench.score_tokens("pipeline", bench.pipeline_text, docs)
+    assert result.errors == 0 and not result.duplicated, result.line()
+    assert result.mean(2) >= 0.98, result.line()
+    for page, (_, _, f1) in result.per_page.items():
+        assert f1 >= 0.95, (page, result.per_page[page])
+    for page, html, _ in docs:
+        text = bench.pipeline_text(html)
+        for junk in truth[page]["without"]:
+            assert junk not in text, (page, junk)
+
+
+def test_nested_tables_give_the_body_once() -> None:
+    # the story table holds a fact-box table in one cell: its rows used to come out once per level
+    blocks = [t for _, t in extract_article(_written("cms_nested_tables")).blocks]
+    body = _truth()["cms_nested_tables"]["articleBody"].split("\n\n")
+    for paragraph in body:
+        assert blocks.count(paragraph) == 1, paragraph
+    assert len(blocks) == len(body)
+
+
+def test_table_layout_row_is_read_cell_by_cell() -> None:
+    # trafilatura returns a bare layout <row>: its paragraphs stay separate blocks, the bars go
+    blocks = extract_article(_written("cms_table_layout_tools")).blocks
+    body = _truth()["cms_table_layout_tools"]["articleBody"].split("\n\n")
+    assert [t for kind, t in blocks if kind == "body"] == body
+
+
+@pytest.mark.parametrize(
+    ("value", "furniture"),
+    [
+        ("related-posts", True),
+        ("sidebar_left", True),
+        ("socialShare", True),
+        ("post-teaser teaserbox", True),
+        ("author-bio-card", True),
+        ("mehr-zum-thema", True),
+        ("toc", True),
+        ("breadcrumbs", True),
+        ("site-tagline", True),
+        ("most-viewed", True),
+        ("shareholders-letter", False),
+        ("promotion-results", False),
+        ("relatedness", False),
+        ("tocbot-content", False),
+        ("col-md-8 article-body", False),
+    ],
+)
+def test_boilerplate_marks_match_whole_words(value: str, furniture: bool) -> None:
+    assert H._boilerplate_marks(value) is furniture
+
+
+def test_heading_anchored_sections_are_content() -> None:
+    # ids like "sharing-with-a-single-developer" are a heading's slug, not a share bar
+    page = _written("devblog_sharing_sections")
+    text = "\n".join(t for _, t in extract_article(page).blocks)
+    for paragraph in _truth()["devblog_sharing_sections"]["articleBody"].split("\n\n"):
+        assert paragraph in text
+    assert "Share on Twitter" not in text and "Popular posts" not in text
+
+
+def test_flagged_elements_never_take_most_of_the_text() -> None:
+    # a site whose every story section carries a "share" class: the pattern is wrong for this page
+    sections = "".join(
+        f'<div class="share-section"><p>{body}</p></div>' for body in (BODY_1, BODY_2, BODY_3, BODY_4)
+    )
+    text = texts(extract_article(_page(f"<div class='story'>{sections}</div>")))
+    kept = sum(len(b) for b in (BODY_1, BODY_2, BODY_3, BODY_4) if b in text)
+    assert kept * 2 >= len(BODY_1 + BODY_2 + BODY_3 + BODY_4)
+
+
+@pytest.mark.parametrize("name", ["regional_news_navbars", "cms_table_layout_tools"])
+def test_navigation_bars_removed(name: str) -> None:
+    text = texts(extract_article(_written(name)))
+    for junk in ("NATIONAL > General", "NEWS > Education", "View all news", "Send to a friend", "Print"):
+        assert junk not in text
+    for junk in ("Most Viewed Articles", "New cycle lane", "Parking charges", "News you can trust"):
+        assert junk not in text
+
+
+def test_link_bar_rule_keeps_data_cells_and_sentences() -> None:
+    rows = (
+        '<tr><td><a href="/t/1">Riverside</a> - <a href="/t/2">Harbour</a></td><td>2:1</td></tr>'
+        '<tr><td><a href="/t/3">Valley</a> - <a href="/t/4">Mill Town</a></td><td>0:0</td></tr>'
+    )
+    sentence = '<p>Read the <a href="/r">council report</a> and the <a href="/m">minutes</a> online.</p>'
+    page = _page(f"<article><p>{BODY_1}</p><table>{rows}</table>{sentence}<p>{BODY_2}</p></article>")
+    text = texts(extract_article(page))
+    assert "Riverside - Harbour" in text and "Mill Town" in text
+    assert "Read the council report and the minutes online." in text
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [("script_loaded_app", "loaded by script"), ("framed_page", "frames other pages (/top.html")],
+)
+def test_page_without_article_text_says_why(name: str, hint: str, tmp_path: Path) -> None:
+    page = _written(name)
+    with pytest.raises(BadInput, match=r"^page holds no article text \(script-loaded or framed\)") as exc:
+        extract_article(page)
+    assert hint in str(exc.value)
+    # the reason a user sees when the file is read (quarantined with it, not "no body text left")
+    path = tmp_path / f"{name}.html"
+    path.write_text(page, encoding="utf-8")
+    with pytest.raises(BadInput, match="script-loaded or framed"):
+        parse(RawEntry(path.name, path, path.stat().st_size), path.read_bytes())
+
+
+def test_noscript_notice_is_not_body_text() -> None:
+    page = _page(f"<noscript><p>Please enable JavaScript to view the comments.</p></noscript>{ARTICLE}")
+    text = texts(extract_article(page))
+    assert BODY_1 in text and "enable JavaScript" not in text
