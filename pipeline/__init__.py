@@ -3,4 +3,4 @@
 The library has no Prefect import; ``flows/`` orchestrates it.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

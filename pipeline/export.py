@@ -25,7 +25,8 @@ PARQUET_BATCH = 2000  # records per row group: memory stays flat however many re
 # CSV: one row per record; nested values are flattened or carried as JSON text.
 CSV_COLUMNS = (
     "schema_version", "id", "source_path", "source_item", "source_sha256", "source_format", "title", "published",
-    "author", "outlet", "section", "dateline", "url", "language", "text", "repeats", "pipeline_version",
+    "author", "outlet", "section", "dateline", "url", "language", "text", "repeats", "duplicate_of_record",
+    "duplicate_of_share", "pipeline_version",
     "pipeline_run_id", "pipeline_processed_at", "paragraphs", "extra",
 )
 
@@ -75,10 +76,12 @@ def _write_jsonl(lines: Iterator[str], fh: IO[str]) -> int:
 
 def csv_row(record: dict[str, Any]) -> dict[str, Any]:
     source, pipeline = record.get("source") or {}, record.get("pipeline") or {}
+    duplicate = record.get("duplicate_of") or {}
     row = {name: record.get(name) for name in CSV_COLUMNS if name in RECORD_FIELDS}
     row.update({
         "source_path": source.get("path"), "source_item": source.get("item"), "source_sha256": source.get("sha256"),
-        "source_format": source.get("format"), "pipeline_version": pipeline.get("version"),
+        "source_format": source.get("format"), "duplicate_of_record": duplicate.get("record"),
+        "duplicate_of_share": duplicate.get("share"), "pipeline_version": pipeline.get("version"),
         "pipeline_run_id": pipeline.get("run_id"), "pipeline_processed_at": pipeline.get("processed_at"),
         "paragraphs": json.dumps(record.get("paragraphs", []), ensure_ascii=False),
         "extra": json.dumps(record["extra"], ensure_ascii=False) if record.get("extra") else None,
@@ -105,13 +108,17 @@ def arrow_schema() -> Any:
         ("record", text), ("paragraph", whole), ("passage", text), ("similarity", pa.float64()),
         ("estimated_similarity", pa.float64()), ("span", pa.list_(whole)),
     ])
-    paragraph = pa.struct([("index", whole), ("kind", text), ("text", text), ("repeat_of", repeat_of)])
+    span = pa.struct([("start", whole), ("end", whole), ("passage", text), ("record", text), ("paragraph", whole),
+                      ("similarity", pa.float64())])
+    paragraph = pa.struct([("index", whole), ("kind", text), ("text", text), ("repeat_of", repeat_of),
+                           ("repeated_spans", pa.list_(span))])
     return pa.schema([
         ("schema_version", whole), ("id", text),
         ("source", pa.struct([("path", text), ("sha256", text), ("format", text), ("item", whole)])),
         ("title", text), ("published", text), ("author", text), ("outlet", text), ("section", text),
         ("dateline", text), ("url", text), ("language", text),
         ("paragraphs", pa.list_(paragraph)), ("text", text), ("repeats", whole),
+        ("duplicate_of", pa.struct([("record", text), ("share", pa.float64())])),
         ("pipeline", pa.struct([("version", text), ("run_id", text), ("processed_at", text)])),
         ("extra", text),
     ])

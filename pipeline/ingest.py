@@ -26,15 +26,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.clean import Paragraph, clean_document
-from pipeline.dedup import (
-    DedupSettings,
-    ParagraphRef,
-    ParagraphSketch,
-    RepeatDecision,
-    RepeatFinder,
-    Sketcher,
-    band_keys,
-)
+from pipeline.dedup import DedupSettings, band_keys
 from pipeline.metadata import Metadata, extract_metadata
 from pipeline.read import DEFAULT_MAX_BYTES, BadInput, Problem, RawEntry, parse, read_bytes, scan_raw, sha256_bytes
 from pipeline.records import (
@@ -48,16 +40,19 @@ from pipeline.records import (
     write_part_tmp,
     write_text_atomic,
 )
+from pipeline.repeats import ArticleDecision, RepeatEngine, RunArticle
 from pipeline.state import (
-    SqliteIndex,
+    SqliteUnits,
     StateError,
     Store,
     connect,
+    shingles_from_blob,
     signature_from_blob,
     to_blob,
     utc_now,
     writer_lock,
 )
+from pipeline.units import Units, UnitSketcher
 
 LAST_RUN_MD = "last_run.md"  # the run report, readable without Prefect
 UNDATED = "~"  # sorts after every ISO date: undated articles come last
@@ -113,12 +108,30 @@ class PreparedArticle:
     format: str
     meta: Metadata
     paragraphs: list[Paragraph]
-    sketches: list[ParagraphSketch]
+    units: Units | None
     extra: dict[str, Any]
 
     @property
     def order(self) -> tuple[str, str, int]:
         return (sort_key(self.meta.published), self.path, self.item if self.item is not None else -1)
+
+    @property
+    def group(self) -> str:
+        return house_line_group(self.path, self.meta.outlet, self.meta.url)
+
+
+def house_line_group(path: str, outlet: str | None, url: str | None) -> str:
+    """Whose house lines an article shares: its stated outlet, else its site, else its folder.
+
+    Only used to count evidence for house lines; never written into a record as metadata.
+    """
+    if outlet:
+        return "outlet:" + outlet.casefold()
+    if url and "//" in url:
+        host = url.split("//", 1)[1].split("/", 1)[0].casefold().removeprefix("www.")
+        if host:
+            return "site:" + host
+    return "dir:" + (path.rsplit("/", 1)[0] if "/" in path else "")
 
 
 @dataclass
@@ -243,7 +256,7 @@ def _prepare_file(planned: PlannedFile, settings: IngestSettings, batch: Prepare
                 problems.append(Problem(doc.path, "no body text left after cleaning", doc.item, doc.sha256))
                 continue
             article = PreparedArticle(record_id_for(doc.path, doc.item), doc.path, doc.item, doc.sha256, doc.format,
-                                      extract_metadata(doc, cleaned), cleaned.paragraphs, [], doc.extra)
+                                      extract_metadata(doc, cleaned), cleaned.paragraphs, None, doc.extra)
             _check_storable(article)
             file_articles.append(article)
     except BadInput as exc:
@@ -274,17 +287,10 @@ def _check_storable(article: PreparedArticle) -> None:
 
 
 def _sketch(articles: list[PreparedArticle], settings: DedupSettings) -> None:
-    """One vectorised sketch pass over every paragraph of the batch."""
-    texts = [p.text for a in articles for p in a.paragraphs]
-    sketches = Sketcher(settings).sketch(texts)
-    position = 0
-    for article in articles:
-        n = len(article.paragraphs)
-        article.sketches = sketches[position : position + n]
-        for para, sketch in zip(article.paragraphs, article.sketches, strict=False):
-            if para.kind != "body":
-                sketch.eligible = False  # sub-headings are short labels, not passages
-        position += n
+    """One vectorised segment-and-sketch pass over every body paragraph of the batch."""
+    units = UnitSketcher(settings).sketch([[(p.kind, p.text) for p in a.paragraphs] for a in articles])
+    for article, article_units in zip(articles, units, strict=True):
+        article.units = article_units
 
 
 # --- commit ----------------------------------------------------------------------------
@@ -292,16 +298,15 @@ def _sketch(articles: list[PreparedArticle], settings: DedupSettings) -> None:
 
 @dataclass
 class _Item:
-    """An article taking part in this run's decisions: new, or an existing one decided again."""
+    """An article taking part in this run's decisions: new, or a stored one decided again."""
 
-    record_id: str
-    order: tuple[str, str, int]
-    pids: list[int]
-    sketches: list[ParagraphSketch]
-    roles_before: list[tuple[int, str | None, int | None, float | None]] | None  # existing only
+    article: RunArticle
     new: PreparedArticle | None = None
-    record_text: str | None = None  # existing only: the stored record, parsed if it is rewritten
-    decisions: list[RepeatDecision | None] = field(default_factory=list)
+    record_text: str | None = None  # stored only: its current record
+
+    @property
+    def order(self) -> tuple[str, str, int]:
+        return self.article.order
 
 
 @dataclass
@@ -321,9 +326,10 @@ class RunSummary:
     records_written: int = 0
     records_rewritten: int = 0
     paragraphs: int = 0
-    repeats_flagged: int = 0
+    repeats_flagged: int = 0  # paragraphs of new records that repeat earlier text
+    spans_flagged: int = 0  # repeated spans inside paragraphs that stay body text
+    duplicates: int = 0  # new records that are whole copies of an earlier article (duplicate_of)
     replayed_articles: int = 0  # existing articles published after this run's earliest change
-    redecided_paragraphs: int = 0  # of those, paragraphs that shared a band with a change
     top_passages: list[dict[str, Any]] = field(default_factory=list)
     quarantined: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -332,47 +338,116 @@ class RunSummary:
         return dict(self.__dict__)
 
 
-def _record_for(item: _Item, run: RunContext) -> dict[str, Any]:
+def _record_for(item: _Item, decision: ArticleDecision, run: RunContext) -> dict[str, Any]:
     if item.new is not None:
         a = item.new
         return build_record(record_id=a.record_id, path=a.path, item=a.item, sha256=a.sha256, fmt=a.format,
-                            meta=a.meta, paragraphs=a.paragraphs, decisions=item.decisions, extra=a.extra, run=run)
+                            meta=a.meta, paragraphs=a.paragraphs, decision=decision, extra=a.extra, run=run)
     assert item.record_text is not None
     old = json.loads(item.record_text)
     meta = Metadata(**{k: old.get(k) for k in Metadata.__dataclass_fields__})
     paragraphs = [Paragraph(p["kind"], p["text"]) for p in old["paragraphs"]]
     source = old["source"]
     return build_record(record_id=old["id"], path=source["path"], item=source.get("item"), sha256=source["sha256"],
-                        fmt=source["format"], meta=meta, paragraphs=paragraphs, decisions=item.decisions,
+                        fmt=source["format"], meta=meta, paragraphs=paragraphs, decision=decision,
                         extra=old.get("extra", {}), run=run)
 
 
-def _load_existing(conn: Any, rows: list[Any], settings: DedupSettings) -> list[_Item]:
-    """Existing articles with what deciding them again needs: signatures, band keys and
-    earlier decisions. Shingle sets are fetched only for paragraphs that are decided again."""
+def _stored_item(units: SqliteUnits, row: Any) -> _Item:
+    """A stored article as the decisions need it: its units (uids kept) and paragraphs."""
+    rows = units.article_units(row["record_id"])
+    record = json.loads(row["record"])
+    sets = [shingles_from_blob(r["shingles"]) for r in rows]
+    num_perm = units.settings.num_perm
+    article_units = Units(
+        para=np.array([r["para"] for r in rows], dtype=np.int32),
+        start=np.array([r["start_char"] for r in rows], dtype=np.int32),
+        end=np.array([r["end_char"] for r in rows], dtype=np.int32),
+        words=np.array([r["words"] for r in rows], dtype=np.int32),
+        eligible=np.array([bool(r["eligible"]) for r in rows], dtype=bool),
+        shingles=np.concatenate(sets) if sets else np.empty(0, dtype=np.uint32),
+        sizes=np.array([x.size for x in sets], dtype=np.int64),
+        signatures=np.array([signature_from_blob(r["signature"]) for r in rows], dtype=np.uint32).reshape(
+            len(rows), num_perm),
+    )
+    article = RunArticle(
+        record_id=row["record_id"], order=(row["sort_key"], row["path"], row["item"]),
+        group=house_line_group(record["source"]["path"], record.get("outlet"), record.get("url")),
+        paragraphs=[(p["kind"], p["text"]) for p in record["paragraphs"]], units=article_units,
+        uids=np.array([r["uid"] for r in rows], dtype=np.int64))
+    return _Item(article, record_text=row["record"])
+
+
+def _superseded(conn: Any, outcomes: list[FileOutcome]) -> list[Any]:
+    """Stored articles of files whose new bytes parsed: the new version replaces every one of
+    them. Asked of the records themselves, not of the files table: a file quarantined in
+    between (its bytes never hashed) still holds the records of its last good version."""
+    paths = sorted({o.path for o in outcomes if o.status == "ok" and conn.execute(
+        "SELECT 1 FROM articles WHERE path = ? AND sha256 != ? LIMIT 1", (o.path, o.sha256)).fetchone()})
+    rows: list[Any] = []
+    for path in paths:
+        rows += conn.execute("SELECT * FROM articles WHERE path = ?", (path,)).fetchall()
+    return rows
+
+
+def _tail(conn: Any, articles: list[PreparedArticle], removed: list[Any]) -> list[Any]:
+    """Stored articles published at or after the run's earliest change: decided again."""
+    orders = [a.order for a in articles] + [(r["sort_key"], r["path"], r["item"]) for r in removed]
+    if not orders:
+        return []
+    removed_ids = {r["record_id"] for r in removed}
+    return [r for r in conn.execute(
+        "SELECT * FROM articles WHERE (sort_key, path, item) >= (?, ?, ?) ORDER BY sort_key, path, item",
+        min(orders)) if r["record_id"] not in removed_ids]
+
+
+def _removed_keys(units: SqliteUnits, removed: list[Any]) -> np.ndarray:
+    """LSH keys of the units that leave with superseded articles (their holders must move)."""
+    settings = units.settings
+    sigs = [signature_from_blob(r["signature"]) for row in removed for r in units.article_units(row["record_id"])
+            if r["eligible"]]
+    if not sigs:
+        return np.empty(0, dtype=np.int64)
+    return np.unique(band_keys(np.array(sigs, dtype=np.uint32), settings.bands, settings.rows))
+
+
+def _new_items(articles: list[PreparedArticle], next_uid: int, num_perm: int) -> list[_Item]:
     items = []
-    for row in rows:
-        paras = conn.execute(
-            "SELECT pid, signature, role, repeat_record, repeat_idx, similarity, estimated FROM paragraphs "
-            "WHERE record_id = ? ORDER BY idx", (row["record_id"],)
-        ).fetchall()
-        signatures = np.array([signature_from_blob(p["signature"]) for p in paras], dtype=np.uint32).reshape(
-            len(paras), settings.num_perm)
-        keys = band_keys(signatures, settings.bands, settings.rows)
-        empty = np.empty(0, dtype=np.uint32)
-        sketches = [ParagraphSketch(empty, signatures[i], keys[i], p["role"] != -1) for i, p in enumerate(paras)]
-        decisions: list[RepeatDecision | None] = [
-            None if p["role"] != 0 else RepeatDecision(
-                ParagraphRef(p["repeat_record"], p["repeat_idx"], ("", "", 0, 0)), p["similarity"], p["estimated"])
-            for p in paras
-        ]
-        items.append(_Item(
-            record_id=row["record_id"], order=(row["sort_key"], row["path"], row["item"]),
-            pids=[p["pid"] for p in paras], sketches=sketches,
-            roles_before=[(p["role"], p["repeat_record"], p["repeat_idx"], p["similarity"]) for p in paras],
-            record_text=row["record"], decisions=decisions,
-        ))
+    for a in articles:
+        units = a.units if a.units is not None else Units.empty(num_perm)
+        uids = np.arange(next_uid, next_uid + len(units), dtype=np.int64)
+        next_uid += len(units)
+        items.append(_Item(RunArticle(a.record_id, a.order, a.group, [(p.kind, p.text) for p in a.paragraphs],
+                                      units, uids), new=a))
     return items
+
+
+def _unit_rows(item: _Item, decision: ArticleDecision) -> list[tuple[Any, ...]]:
+    u = item.article.units
+    sets = u.shingle_sets()
+    rows = []
+    for seq in range(len(u)):
+        matched = int(decision.units_match[seq])
+        sim, est = decision.units_similarity[seq], decision.units_estimated[seq]
+        rows.append((int(item.article.uids[seq]), item.article.record_id, seq, int(u.para[seq]), int(u.start[seq]),
+                     int(u.end[seq]), int(u.words[seq]), int(u.eligible[seq]), to_blob(sets[seq]),
+                     to_blob(u.signatures[seq]), matched if matched >= 0 else None, int(decision.units_root[seq]),
+                     None if np.isnan(sim) else float(sim), None if np.isnan(est) else float(est),
+                     decision.units_passage[seq]))
+    return rows
+
+
+def _span_rows(record_id: str, decision: ArticleDecision) -> list[tuple[Any, ...]]:
+    rows = []
+    for para, (repeat, spans) in sorted(decision.paragraphs.items()):
+        for sp in spans:
+            rows.append((record_id, para, sp.start, sp.end, sp.passage, sp.record, sp.paragraph, sp.similarity,
+                         sp.words, int(repeat is not None)))
+    return rows
+
+
+def _stable(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "pipeline"}
 
 
 def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: RunSummary) -> RunSummary:
@@ -384,141 +459,30 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
     articles = [a for batch in prepared for a in batch.articles]
     outcomes = [o for batch in prepared for o in batch.files]
     problems = plan.problems + [p for batch in prepared for p in batch.problems]
-    new_part = part_name(run.run_seq)
-    records_dir = store.processed_dir / RECORDS_DIR
 
     _crash_point("before-commit")
     with store.transaction():
-        # Files whose new bytes parsed replace every record they held before. Asked of the
-        # records themselves, not of the files table: a file quarantined in between (its
-        # bytes never hashed) still holds the records of its last good version.
-        replaced_paths = sorted({o.path for o in outcomes if o.status == "ok" and conn.execute(
-            "SELECT 1 FROM articles WHERE path = ? AND sha256 != ? LIMIT 1", (o.path, o.sha256)).fetchone()})
-        removed_rows = []
-        for path in replaced_paths:
-            removed_rows += conn.execute("SELECT * FROM articles WHERE path = ?", (path,)).fetchall()
-        removed = _load_existing(conn, removed_rows, settings)
-        touched_parts = {row["part"] for row in removed_rows}
-
-        orders = [a.order for a in articles] + [item.order for item in removed]
-        tail: list[_Item] = []
-        if orders:
-            start = min(orders)
-            removed_ids = {item.record_id for item in removed}
-            tail_rows = [r for r in conn.execute(
-                "SELECT * FROM articles WHERE (sort_key, path, item) >= (?, ?, ?) ORDER BY sort_key, path, item",
-                start) if r["record_id"] not in removed_ids]
-            tail = _load_existing(conn, tail_rows, settings)
         if store.bloom is None:
             store.bloom = store.open_bloom()
-        index = SqliteIndex(conn, settings, store.bloom)
-        # Band keys of paragraphs that enter or leave the index in this run. A later
-        # paragraph's decision can change only if it shares a band with one of them, so
-        # only those are decided again: exact, and cheap however long the tail is.
-        changed_keys: set[int] = set()
-        for item in removed:
-            assert item.roles_before is not None
-            for pid, sketch, before in zip(item.pids, item.sketches, item.roles_before, strict=True):
-                if before[0] == 1:
-                    index.remove(pid, sketch.keys)
-                    changed_keys.update(sketch.keys.tolist())
-        for item in removed:
-            conn.execute("DELETE FROM paragraphs WHERE record_id = ?", (item.record_id,))
-            conn.execute("DELETE FROM articles WHERE record_id = ?", (item.record_id,))
+        units = SqliteUnits(conn, settings, store.bloom)
+        removed = _superseded(conn, outcomes)
+        tail = [_stored_item(units, row) for row in _tail(conn, articles, removed)]
+        removed_keys = _removed_keys(units, removed)
+        touched_parts = {row["part"] for row in removed}
+        units.delete_records([r["record_id"] for r in removed])
+        conn.executemany("DELETE FROM articles WHERE record_id = ?", [(r["record_id"],) for r in removed])
 
-        new_items = []
-        next_pid = int(conn.execute("SELECT COALESCE(MAX(pid), 0) + 1 FROM paragraphs").fetchone()[0])
-        rows = []
-        for article in articles:
-            pids = list(range(next_pid, next_pid + len(article.sketches)))
-            next_pid += len(pids)
-            rows += [(pid, article.record_id, idx, to_blob(sketch.shingles), to_blob(sketch.signature))
-                     for idx, (pid, sketch) in enumerate(zip(pids, article.sketches, strict=True))]
-            new_items.append(_Item(article.record_id, article.order, pids, article.sketches, None, new=article,
-                                   decisions=[None] * len(pids)))
-        conn.executemany("INSERT INTO paragraphs (pid, record_id, idx, shingles, signature, role) "
-                         "VALUES (?, ?, ?, ?, ?, -1)", rows)
+        items = sorted(_new_items(articles, units.next_uid(), settings.num_perm) + tail, key=lambda i: i.order)
+        t0 = time.perf_counter()
+        decided = RepeatEngine(settings).decide([i.article for i in items], units, removed_keys)
+        summary.timings["decide"] = round(time.perf_counter() - t0, 3)
 
-        eligible = [(pid, sketch.keys) for item in new_items + tail
-                    for pid, sketch in zip(item.pids, item.sketches, strict=True) if sketch.eligible]
-        if eligible:
-            index.precompute([pid for pid, _ in eligible], np.stack([keys for _, keys in eligible]))
-        finder = RepeatFinder(index, settings)
-        redecided = 0
-        for item in sorted(new_items + tail, key=lambda i: i.order):
-            for idx, (pid, sketch) in enumerate(zip(item.pids, item.sketches, strict=True)):
-                if not sketch.eligible:
-                    continue
-                if item.new is not None:
-                    ref = ParagraphRef(item.record_id, idx, (*item.order, idx))
-                    index.put(pid, ref, sketch.shingles, sketch.signature)
-                    decision = finder.find(ref, sketch.shingles, sketch.signature, sketch.keys, pid)
-                    item.decisions[idx] = decision
-                    if decision is None:
-                        index.add(pid, sketch.keys)
-                        changed_keys.update(sketch.keys.tolist())
-                    continue
-                if changed_keys.isdisjoint(sketch.keys.tolist()):
-                    continue  # nothing it could match has changed: its decision stands
-                redecided += 1
-                ref, shingles, _ = index.lookup(pid)
-                was_first = item.decisions[idx] is None
-                decision = finder.find(ref, shingles, sketch.signature, sketch.keys, pid)
-                item.decisions[idx] = decision
-                if was_first and decision is not None:
-                    index.remove(pid, sketch.keys)
-                    changed_keys.update(sketch.keys.tolist())
-                elif not was_first and decision is None:
-                    index.add(pid, sketch.keys)
-                    changed_keys.update(sketch.keys.tolist())
-        index.flush()
+        units.delete_records([i.article.record_id for i in tail])
+        written = _write_decisions(conn, units, items, decided.articles, run, summary, touched_parts)
+        units.set_holders(decided.holder_keys, decided.holder_uids, decided.dropped_keys)
         store.save_bloom(store.bloom, run.run_seq)
         summary.replayed_articles = len(tail)
-        summary.redecided_paragraphs = redecided
-
-        written: list[dict[str, Any]] = []
-        for item in new_items + tail:
-            roles = [
-                (-1, None, None, None) if not sketch.eligible
-                else (1, None, None, None) if d is None
-                else (0, d.of.record_id, d.of.index, d.similarity)
-                for sketch, d in zip(item.sketches, item.decisions, strict=False)
-            ]
-            if item.new is None and roles == item.roles_before:
-                continue  # decisions unchanged: the record stays as it is
-            conn.executemany(
-                "UPDATE paragraphs SET role = ?, repeat_record = ?, repeat_idx = ?, similarity = ?, estimated = ? "
-                "WHERE pid = ?",
-                [(r[0], r[1], r[2], r[3], d.estimated if d else None, pid)
-                 for r, d, pid in zip(roles, item.decisions, item.pids, strict=False)],
-            )
-            record = _record_for(item, run)
-            written.append(record)
-            if item.new is None:
-                summary.records_rewritten += 1
-                touched_parts.add(conn.execute("SELECT part FROM articles WHERE record_id = ?",
-                                               (item.record_id,)).fetchone()[0])
-            else:
-                summary.records_written += 1
-                summary.paragraphs += len(item.pids)
-                summary.repeats_flagged += sum(1 for d in item.decisions if d is not None)
-            conn.execute(
-                "INSERT OR REPLACE INTO articles (record_id, path, item, sha256, sort_key, part, run_seq, written_at, "
-                "record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record["id"], record["source"]["path"], record["source"].get("item", -1), record["source"]["sha256"],
-                 item.order[0], new_part, run.run_seq, run.processed_at, dumps(record)),
-            )
-
-        # Parts: the run's new part, and older parts that lost a record to it.
-        if written:
-            write_part_tmp(records_dir, new_part, [dumps(r) for r in written])
-            conn.execute("INSERT OR REPLACE INTO parts VALUES (?, ?, 1)", (new_part, len(written)))
-        for part in sorted(touched_parts - {new_part}):
-            lines = [row[0] for row in conn.execute(
-                "SELECT record FROM articles WHERE part = ? ORDER BY sort_key, path, item", (part,))]
-            if lines:
-                write_part_tmp(records_dir, part, lines)
-            conn.execute("INSERT OR REPLACE INTO parts VALUES (?, ?, 1)", (part, len(lines)))
+        _write_parts(conn, store.processed_dir, run, written, touched_parts)
 
         _record_files_and_quarantine(conn, outcomes, problems, run, summary)
         # A quarantined file that is gone from raw/ needs no more attention. (Records of
@@ -529,7 +493,7 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
         summary.files_seen = plan.seen
         summary.files_deferred = plan.deferred
         summary.files_unchanged += plan.unchanged
-        summary.top_passages = _top_passages(conn, [i.record_id for i in new_items])
+        summary.top_passages = _top_passages(conn, run.run_seq)
         summary.timings["commit"] = round(time.perf_counter() - started, 3)
         summary.finished_at = utc_now()
         store.record_run(run.run_seq, run.run_id, summary.started_at, summary.outcome, summary.as_dict())
@@ -543,6 +507,65 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
     _crash_point("parts-renamed")
     write_reports(store, summary)
     return summary
+
+
+def _write_decisions(conn: Any, units: SqliteUnits, items: list[_Item], decisions: list[ArticleDecision],
+                     run: RunContext, summary: RunSummary, touched_parts: set[str]) -> list[dict[str, Any]]:
+    """Units, spans, house lines and records of every article of the run; returns the records
+    to write (new ones, and stored ones whose record changed)."""
+    new_part = part_name(run.run_seq)
+    written: list[dict[str, Any]] = []
+    unit_rows: list[tuple[Any, ...]] = []
+    span_rows: list[tuple[Any, ...]] = []
+    house_rows: list[tuple[str, int, str, int]] = []
+    for item, decision in zip(items, decisions, strict=True):
+        record_id = item.article.record_id
+        unit_rows += _unit_rows(item, decision)
+        span_rows += _span_rows(record_id, decision)
+        if item.article.group is not None:
+            house_rows += [(item.article.group, h, record_id, para) for para, h in decision.house_lines]
+        record = _record_for(item, decision, run)
+        if item.new is None:
+            assert item.record_text is not None
+            if _stable(json.loads(item.record_text)) == _stable(record):
+                continue  # decisions unchanged: the record stays as it is
+            summary.records_rewritten += 1
+            touched_parts.add(conn.execute("SELECT part FROM articles WHERE record_id = ?",
+                                           (record_id,)).fetchone()[0])
+        else:
+            summary.records_written += 1
+            summary.paragraphs += len(record["paragraphs"])
+            summary.repeats_flagged += record["repeats"]
+            summary.spans_flagged += sum(len(p["repeated_spans"]) for p in record["paragraphs"]
+                                         if p["repeat_of"] is None)
+            summary.duplicates += record["duplicate_of"] is not None
+        written.append(record)
+        conn.execute(
+            "INSERT OR REPLACE INTO articles (record_id, path, item, sha256, sort_key, part, run_seq, written_at, "
+            "record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (record["id"], record["source"]["path"], record["source"].get("item", -1), record["source"]["sha256"],
+             item.order[0], new_part, run.run_seq, run.processed_at, dumps(record)),
+        )
+    units.insert_units(unit_rows)
+    units.insert_spans(span_rows)
+    units.insert_house_lines(house_rows)
+    return written
+
+
+def _write_parts(conn: Any, processed_dir: Path, run: RunContext, written: list[dict[str, Any]],
+                 touched_parts: set[str]) -> None:
+    """The run's new part, and older parts that lost a record to it (hidden until renamed)."""
+    records_dir = processed_dir / RECORDS_DIR
+    new_part = part_name(run.run_seq)
+    if written:
+        write_part_tmp(records_dir, new_part, [dumps(r) for r in written])
+        conn.execute("INSERT OR REPLACE INTO parts VALUES (?, ?, 1)", (new_part, len(written)))
+    for part in sorted(touched_parts - {new_part}):
+        lines = [row[0] for row in conn.execute(
+            "SELECT record FROM articles WHERE part = ? ORDER BY sort_key, path, item", (part,))]
+        if lines:
+            write_part_tmp(records_dir, part, lines)
+        conn.execute("INSERT OR REPLACE INTO parts VALUES (?, ?, 1)", (part, len(lines)))
 
 
 def _record_files_and_quarantine(conn: Any, outcomes: list[FileOutcome], problems: list[Problem],
@@ -581,20 +604,19 @@ def _record_files_and_quarantine(conn: Any, outcomes: list[FileOutcome], problem
         summary.quarantined.append({"path": p.path, "item": p.item, "reason": p.reason})
 
 
-def _top_passages(conn: Any, record_ids: list[str], limit: int = 5) -> list[dict[str, Any]]:
-    """The passages this run's new records repeated most."""
-    if not record_ids:
-        return []
-    marks = ",".join("?" * len(record_ids))
+def _top_passages(conn: Any, run_seq: int, limit: int = 5) -> list[dict[str, Any]]:
+    """The passages that this run's records repeated most."""
     rows = conn.execute(
-        f"SELECT repeat_record, repeat_idx, COUNT(*) AS copies FROM paragraphs "
-        f"WHERE record_id IN ({marks}) AND role = 0 GROUP BY repeat_record, repeat_idx "
-        f"ORDER BY copies DESC, repeat_record, repeat_idx LIMIT ?", (*record_ids, limit)).fetchall()
+        "SELECT s.passage, s.root_record, s.root_para, COUNT(*) AS copies FROM spans s "
+        "JOIN articles a ON a.record_id = s.record_id WHERE a.run_seq = ? "
+        "GROUP BY s.passage ORDER BY copies DESC, s.passage LIMIT ?", (run_seq, limit)).fetchall()
     out = []
     for row in rows:
-        first = conn.execute("SELECT record FROM articles WHERE record_id = ?", (row[0],)).fetchone()
-        text = json.loads(first[0])["paragraphs"][row[1]]["text"] if first else ""
-        out.append({"passage": f"{row[0]}:{row[1]}", "copies": row[2], "text": text[:160]})
+        record_id, para = row["passage"].rsplit(":", 1)
+        first = conn.execute("SELECT record FROM articles WHERE record_id = ?", (record_id,)).fetchone()
+        paragraphs = json.loads(first[0])["paragraphs"] if first else []
+        text = paragraphs[int(para)]["text"] if int(para) < len(paragraphs) else ""
+        out.append({"passage": row["passage"], "copies": row["copies"], "text": text[:160]})
     return out
 
 
@@ -741,11 +763,11 @@ def summary_markdown(summary: RunSummary) -> str:
         f"# newsdedup ingest run `{s.run_id}` (#{s.run_seq}): {s.outcome}",
         "",
         "| files seen | new | changed | unchanged | quarantined | records written | rewritten | paragraphs "
-        "| repeats in new records |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| repeated paragraphs | spans in body paragraphs | whole copies |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         f"| {s.files_seen} | {s.files_new} | {s.files_changed} | {s.files_unchanged} | "
         f"{s.files_quarantined + s.items_quarantined} | {s.records_written} | {s.records_rewritten} | "
-        f"{s.paragraphs} | {s.repeats_flagged} |",
+        f"{s.paragraphs} | {s.repeats_flagged} | {s.spans_flagged} | {s.duplicates} |",
         "",
         "Timings (s): " + ", ".join(f"{k} {v}" for k, v in s.timings.items()),
     ]

@@ -23,8 +23,8 @@ from pipeline.state import StateError, connect
 
 if TYPE_CHECKING:  # annotations only: readers (`newsdedup records`) start without the dedup stack
     from pipeline.clean import Paragraph
-    from pipeline.dedup import RepeatDecision
     from pipeline.metadata import Metadata
+    from pipeline.repeats import ArticleDecision
 
 RECORD_SCHEMA_VERSION = 1
 RECORDS_DIR = "records"
@@ -54,30 +54,41 @@ def build_record(
     fmt: str,
     meta: Metadata,
     paragraphs: list[Paragraph],
-    decisions: list[RepeatDecision | None],
+    decision: ArticleDecision | None,
     extra: dict[str, Any],
     run: RunContext,
 ) -> dict[str, Any]:
     """The record as consumers see it (see processed/README.md for the contract)."""
     out_paragraphs = []
+    body: list[str] = []
     offset = 0  # where the paragraph starts in FULL_TEXT_SEPARATOR.join(every paragraph's text)
-    for index, (para, decision) in enumerate(zip(paragraphs, decisions, strict=False)):
+    for index, para in enumerate(paragraphs):
+        repeat = decision.repeat_of(index) if decision is not None else None
+        spans = decision.spans(index) if decision is not None else []
         repeat_of = None
-        if decision is not None:
+        if repeat is not None:
             repeat_of = {
-                "record": decision.of.record_id,
-                "paragraph": decision.of.index,
-                "passage": passage_id(decision.of.record_id, decision.of.index),
-                "similarity": decision.similarity,
-                "estimated_similarity": decision.estimated,
+                "record": repeat.record,
+                "paragraph": repeat.paragraph,
+                "passage": repeat.passage,
+                "similarity": repeat.similarity,
+                "estimated_similarity": repeat.estimated,
                 "span": [offset, offset + len(para.text)],
             }
-        out_paragraphs.append({"index": index, "kind": para.kind, "text": para.text, "repeat_of": repeat_of})
+        out_paragraphs.append({
+            "index": index, "kind": para.kind, "text": para.text, "repeat_of": repeat_of,
+            "repeated_spans": [{"start": sp.start, "end": sp.end, "passage": sp.passage, "record": sp.record,
+                                "paragraph": sp.paragraph, "similarity": sp.similarity} for sp in spans],
+        })
+        if para.kind == "body" and repeat_of is None:
+            kept = without_spans(para.text, [(sp.start, sp.end) for sp in spans])
+            if kept:
+                body.append(kept)
         offset += len(para.text) + len(FULL_TEXT_SEPARATOR)
-    body = [p["text"] for p in out_paragraphs if p["kind"] == "body" and p["repeat_of"] is None]
     source: dict[str, Any] = {"path": path, "sha256": sha256, "format": fmt}
     if item is not None:
         source["item"] = item
+    duplicate = decision.duplicate_of if decision is not None else None
     record: dict[str, Any] = {
         "schema_version": RECORD_SCHEMA_VERSION,
         "id": record_id,
@@ -86,11 +97,25 @@ def build_record(
         "paragraphs": out_paragraphs,
         "text": "\n\n".join(body),
         "repeats": sum(1 for p in out_paragraphs if p["repeat_of"] is not None),
+        "duplicate_of": None if duplicate is None else {"record": duplicate[0], "share": duplicate[1]},
         "pipeline": {"version": __version__, "run_id": run.run_id, "processed_at": run.processed_at},
     }
     if extra:
         record["extra"] = extra
     return record
+
+
+def without_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """A paragraph's text with its repeated spans cut out; the pieces left joined by a space."""
+    if not spans:
+        return text
+    pieces = []
+    position = 0
+    for start, end in sorted(spans):
+        pieces.append(text[position:start].strip())
+        position = max(position, end)
+    pieces.append(text[position:].strip())
+    return " ".join(p for p in pieces if p)
 
 
 def dumps(record: dict[str, Any]) -> str:
@@ -184,7 +209,7 @@ def write_json_atomic(path: Path, value: Any) -> None:
 # describes each (tests keep the two in step). "extra" is present only when the source had some.
 RECORD_FIELDS = (
     "schema_version", "id", "source", "title", "published", "author", "outlet", "section", "dateline", "url",
-    "language", "paragraphs", "text", "repeats", "pipeline", "extra",
+    "language", "paragraphs", "text", "repeats", "duplicate_of", "pipeline", "extra",
 )
 
 

@@ -23,12 +23,13 @@ from pipeline import bloom as bloom_file
 from pipeline.bloom import BloomFilter
 
 if TYPE_CHECKING:  # imported where used: readers of the state need neither datasketch nor scipy
-    from pipeline.dedup import DedupSettings, ParagraphRef
+    from pipeline.dedup import DedupSettings
+    from pipeline.repeats import StoredUnit
 
 STATE_FILE = "state.sqlite"
-# buckets_recent is merged into buckets (in key order) once it holds this many rows.
-RECENT_BUCKETS_MAX_ROWS = 2_000_000
-SCHEMA_VERSION = 1
+# keys_recent is merged into keys (in key order) once it holds this many rows.
+RECENT_KEYS_MAX_ROWS = 2_000_000
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,18 +47,32 @@ CREATE INDEX IF NOT EXISTS articles_order ON articles (sort_key, path, item);
 CREATE INDEX IF NOT EXISTS articles_path ON articles (path);
 CREATE INDEX IF NOT EXISTS articles_run ON articles (run_seq);
 CREATE INDEX IF NOT EXISTS articles_part ON articles (part);
-CREATE TABLE IF NOT EXISTS paragraphs (
-    pid INTEGER PRIMARY KEY, record_id TEXT NOT NULL, idx INTEGER NOT NULL,
+-- Units of evidence (sentences, windows of short sentences) of every current article, with
+-- their sketches and decisions. match_uid: the unit it was matched to (NULL: not matched);
+-- root_uid: its first occurrence (itself for one); passage: the passage id it belongs to.
+CREATE TABLE IF NOT EXISTS units (
+    uid INTEGER PRIMARY KEY, record_id TEXT NOT NULL, seq INTEGER NOT NULL, para INTEGER NOT NULL,
+    start_char INTEGER NOT NULL, end_char INTEGER NOT NULL, words INTEGER NOT NULL, eligible INTEGER NOT NULL,
     shingles BLOB NOT NULL, signature BLOB NOT NULL,
-    role INTEGER NOT NULL,  -- 1 first occurrence (indexed), 0 repeat, -1 too short or a heading
-    repeat_record TEXT, repeat_idx INTEGER, similarity REAL, estimated REAL);
-CREATE INDEX IF NOT EXISTS paragraphs_record ON paragraphs (record_id, idx);
-CREATE INDEX IF NOT EXISTS paragraphs_repeat ON paragraphs (repeat_record, repeat_idx) WHERE repeat_record IS NOT NULL;
-CREATE TABLE IF NOT EXISTS buckets (key INTEGER NOT NULL, pid INTEGER NOT NULL, PRIMARY KEY (key, pid)) WITHOUT ROWID;
--- New buckets land here first: inserts into a small table touch few pages, while random
+    match_uid INTEGER, root_uid INTEGER NOT NULL, similarity REAL, estimated REAL, passage TEXT);
+CREATE INDEX IF NOT EXISTS units_record ON units (record_id, seq);
+-- LSH keys and their holder, the earliest unit that has the key: one row per distinct key.
+-- New keys land in keys_recent first: inserts into a small table touch few pages, while random
 -- keys inserted into the big one would dirty nearly every page of it on each run.
-CREATE TABLE IF NOT EXISTS buckets_recent (key INTEGER NOT NULL, pid INTEGER NOT NULL, PRIMARY KEY (key, pid))
-    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS keys (key INTEGER PRIMARY KEY, uid INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS keys_recent (key INTEGER PRIMARY KEY, uid INTEGER NOT NULL);
+-- Repeated spans as the records state them, for the passage catalog (whole = paragraph-level repeat).
+CREATE TABLE IF NOT EXISTS spans (
+    record_id TEXT NOT NULL, para INTEGER NOT NULL, start_char INTEGER NOT NULL, end_char INTEGER NOT NULL,
+    passage TEXT NOT NULL, root_record TEXT NOT NULL, root_para INTEGER NOT NULL, similarity REAL,
+    words INTEGER NOT NULL, whole INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS spans_passage ON spans (passage);
+CREATE INDEX IF NOT EXISTS spans_record ON spans (record_id);
+-- Short paragraphs by (house-line group, word hash), to count how many articles of an outlet carry them.
+CREATE TABLE IF NOT EXISTS house_lines (
+    grp TEXT NOT NULL, hash INTEGER NOT NULL, record_id TEXT NOT NULL, para INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS house_lines_key ON house_lines (grp, hash);
+CREATE INDEX IF NOT EXISTS house_lines_record ON house_lines (record_id);
 CREATE TABLE IF NOT EXISTS parts (name TEXT PRIMARY KEY, records INTEGER NOT NULL, pending INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
@@ -111,6 +126,11 @@ class Store:
 
     def _check_settings(self) -> None:
         wanted = json.dumps(self.settings.as_dict(), sort_keys=True)
+        version = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if version is not None and version["value"] != str(SCHEMA_VERSION):
+            raise StateError(
+                f"{self.processed_dir} holds state of an older newsdedup (state version {version['value']}, "
+                f"this one writes {SCHEMA_VERSION}); rebuild it from raw/ into a new processed dir.")
         row = self.conn.execute("SELECT value FROM meta WHERE key='dedup_settings'").fetchone()
         if row is None:
             with self.transaction():
@@ -161,10 +181,10 @@ class Store:
 
     def _rebuild_bloom(self, generation: int) -> BloomFilter:
         total = self.conn.execute(
-            "SELECT (SELECT COUNT(*) FROM buckets) + (SELECT COUNT(*) FROM buckets_recent)").fetchone()[0]
+            "SELECT (SELECT COUNT(*) FROM keys) + (SELECT COUNT(*) FROM keys_recent)").fetchone()[0]
 
         def chunks() -> Iterator[np.ndarray]:
-            for table in ("buckets", "buckets_recent"):
+            for table in ("keys", "keys_recent"):
                 cursor = self.conn.execute(f"SELECT key FROM {table}")
                 while rows := cursor.fetchmany(1_000_000):
                     yield np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -211,105 +231,120 @@ def signature_from_blob(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.uint32)
 
 
-class SqliteIndex:
-    """LSH buckets and first-occurrence sketches in the state database (a ``CandidateIndex``).
+class SqliteUnits:
+    """The stored units, keys and house lines, as ``pipeline.repeats.UnitSource`` reads them
+    and the commit writes them (always inside the run's transaction)."""
 
-    Lookups of the paragraphs a run touches are cached for the run; the database holds
-    the rest, so memory stays flat however large the archive grows. Buckets added during a
-    run are held in memory and written by ``flush`` in key order, which keeps the B-tree
-    inserts local instead of scattering them over the whole table.
-    """
+    chunk = 500  # bound parameters per IN (...) query
 
     def __init__(self, conn: sqlite3.Connection, settings: DedupSettings, bloom: BloomFilter | None = None) -> None:
         self.conn = conn
         self.settings = settings
         self.bloom = bloom
-        self._cache: dict[int, tuple[ParagraphRef, np.ndarray, np.ndarray]] = {}
-        self._pending: dict[int, list[int]] = {}  # in-run buckets, for keys that several paragraphs share
-        self._added: list[tuple[int, np.ndarray]] = []  # every (pid, keys) added in the run, for flush
-        self._masks: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # pid -> (may be stored, shared in run)
         self.merged_rows = 0
 
-    def precompute(self, pids: list[int], keys: np.ndarray) -> None:
-        """For the run's paragraphs at once (``keys``: one row per pid): which keys may be in
-        the stored buckets (Bloom filter) and which other paragraphs of the run share. A key
-        no other paragraph of the run has needs no in-run lookup; one the filter rules out,
-        no database lookup. Vectorised, so per-key Python work stays off the hot path."""
-        if not pids:
-            return
-        stored = self.bloom.might_contain(keys) if self.bloom is not None else np.ones(keys.shape, dtype=bool)
-        _, inverse, counts = np.unique(keys.ravel(), return_inverse=True, return_counts=True)
-        shared = (counts[inverse] > 1).reshape(keys.shape)
-        for i, pid in enumerate(pids):
-            self._masks[pid] = (stored[i], shared[i])
+    # --- reads (UnitSource) ------------------------------------------------------------
 
-    def candidates(self, keys: np.ndarray, pid: int | None = None) -> Iterable[int]:
-        masks = self._masks.get(pid) if pid is not None else None
-        if masks is not None:
-            stored_mask, shared_mask = masks
-        else:
-            stored_mask = self.bloom.might_contain(keys) if self.bloom is not None else np.ones(keys.shape, bool)
-            shared_mask = np.ones(keys.shape, dtype=bool)
-        found: set[int] = set()
-        if stored_mask.any():
-            key_list = keys[stored_mask].tolist()
-            marks = ",".join("?" * len(key_list))
-            found.update(row[0] for row in self.conn.execute(
-                f"SELECT pid FROM buckets WHERE key IN ({marks}) "
-                f"UNION ALL SELECT pid FROM buckets_recent WHERE key IN ({marks})", key_list + key_list))
-        if self._pending and shared_mask.any():
-            for key in keys[shared_mask].tolist():
-                found.update(self._pending.get(key, ()))
-        return found
+    def holders(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        keys = np.unique(keys)
+        if self.bloom is not None and keys.size:
+            keys = keys[self.bloom.might_contain(keys)]
+        found: list[tuple[int, int, str]] = []
+        key_list = keys.tolist()
+        for i in range(0, len(key_list), self.chunk):
+            part = key_list[i : i + self.chunk]
+            marks = ",".join("?" * len(part))
+            found += self.conn.execute(
+                f"SELECT k.key, k.uid, u.record_id FROM (SELECT key, uid FROM keys WHERE key IN ({marks}) "
+                f"UNION ALL SELECT key, uid FROM keys_recent WHERE key IN ({marks})) k "
+                f"JOIN units u ON u.uid = k.uid", part + part).fetchall()
+        found = [tuple(f) for f in found]
+        found.sort()
+        return (np.array([f[0] for f in found], dtype=np.int64), np.array([f[1] for f in found], dtype=np.int64),
+                [f[2] for f in found])
 
-    def add(self, pid: int, keys: np.ndarray) -> None:
-        self._added.append((pid, keys))
-        masks = self._masks.get(pid)
-        for key in (keys[masks[1]] if masks is not None else keys).tolist():
-            self._pending.setdefault(key, []).append(pid)
+    _UNIT_SQL = (
+        "SELECT u.uid, u.record_id, u.seq, u.para, u.shingles, u.signature, u.root_uid, a.sort_key, a.path, a.item, "
+        "r.record_id AS root_record, r.para AS root_para, r.seq AS root_seq "
+        "FROM units u JOIN articles a ON a.record_id = u.record_id LEFT JOIN units r ON r.uid = u.root_uid ")
 
-    def flush(self) -> None:
-        """Write the buckets added during the run (inside the run's transaction)."""
-        if self._added:
-            keys = np.concatenate([k for _, k in self._added])
-            pids = np.repeat(np.array([p for p, _ in self._added], dtype=np.int64),
-                             [k.size for _, k in self._added])
-            order = np.lexsort((pids, keys))
-            self.conn.executemany("INSERT OR IGNORE INTO buckets_recent VALUES (?, ?)",
-                                  zip(keys[order].tolist(), pids[order].tolist(), strict=True))
+    def units_by_uid(self, uids: Iterable[int]) -> dict[int, StoredUnit]:
+        uid_list = sorted(set(uids))
+        out = {}
+        for i in range(0, len(uid_list), self.chunk):
+            part = uid_list[i : i + self.chunk]
+            rows = self.conn.execute(self._UNIT_SQL + f"WHERE u.uid IN ({','.join('?' * len(part))})", part)
+            out.update((row["uid"], _stored_unit(row)) for row in rows)
+        return out
+
+    def units_of_record(self, record_id: str) -> list[StoredUnit]:
+        rows = self.conn.execute(self._UNIT_SQL + "WHERE u.record_id = ? ORDER BY u.seq", (record_id,))
+        return [_stored_unit(row) for row in rows]
+
+    def house_line_occurrences(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], list[Any]]:
+        out: dict[tuple[str, int], list[Any]] = {}
+        for group, h in keys:
+            rows = self.conn.execute(
+                "SELECT h.record_id, h.para, a.sort_key, a.path, a.item FROM house_lines h "
+                "JOIN articles a ON a.record_id = h.record_id WHERE h.grp = ? AND h.hash = ?", (group, h)).fetchall()
+            out[(group, h)] = [((r["sort_key"], r["path"], r["item"]), r["record_id"], r["para"]) for r in rows]
+        return out
+
+    def article_units(self, record_id: str) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM units WHERE record_id = ? ORDER BY seq", (record_id,)).fetchall()
+
+    # --- writes ------------------------------------------------------------------------
+
+    def delete_records(self, record_ids: list[str]) -> None:
+        for table in ("units", "spans", "house_lines"):
+            self.conn.executemany(f"DELETE FROM {table} WHERE record_id = ?", [(r,) for r in record_ids])
+
+    def insert_units(self, rows: list[tuple[Any, ...]]) -> None:
+        self.conn.executemany(
+            "INSERT INTO units (uid, record_id, seq, para, start_char, end_char, words, eligible, shingles, signature, "
+            "match_uid, root_uid, similarity, estimated, passage) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows)
+
+    def insert_spans(self, rows: list[tuple[Any, ...]]) -> None:
+        self.conn.executemany("INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def insert_house_lines(self, rows: list[tuple[str, int, str, int]]) -> None:
+        self.conn.executemany("INSERT INTO house_lines VALUES (?, ?, ?, ?)", rows)
+
+    def next_uid(self) -> int:
+        return int(self.conn.execute("SELECT COALESCE(MAX(uid), 0) + 1 FROM units").fetchone()[0])
+
+    def set_holders(self, keys: np.ndarray, uids: np.ndarray, dropped: np.ndarray) -> None:
+        """Keys whose holder is now a unit of the run; ``dropped``: stored keys whose holder was
+        decided again or left (in key order: local B-tree changes)."""
+        if dropped.size:
+            rows = [(k,) for k in np.sort(dropped).tolist()]
+            self.conn.executemany("DELETE FROM keys WHERE key = ?", rows)
+            self.conn.executemany("DELETE FROM keys_recent WHERE key = ?", rows)
+        if keys.size:
+            order = np.argsort(keys)
+            self.conn.executemany("INSERT OR REPLACE INTO keys_recent VALUES (?, ?)",
+                                  zip(keys[order].tolist(), uids[order].tolist(), strict=True))
             if self.bloom is not None:
                 self.bloom.add(keys)
-        self._pending.clear()
-        self._added.clear()
-        recent = self.conn.execute("SELECT COUNT(*) FROM buckets_recent").fetchone()[0]
-        if recent > RECENT_BUCKETS_MAX_ROWS:
+        recent = self.conn.execute("SELECT COUNT(*) FROM keys_recent").fetchone()[0]
+        if recent > RECENT_KEYS_MAX_ROWS:
             # One pass in key order over the big table, every few runs, instead of
             # scattered inserts into it on every run.
-            self.conn.execute("INSERT OR IGNORE INTO buckets SELECT key, pid FROM buckets_recent ORDER BY key")
-            self.conn.execute("DELETE FROM buckets_recent")
+            self.conn.execute("INSERT OR REPLACE INTO keys SELECT key, uid FROM keys_recent ORDER BY key")
+            self.conn.execute("DELETE FROM keys_recent")
             self.merged_rows = int(recent)
 
-    def remove(self, pid: int, keys: np.ndarray) -> None:
-        rows = [(k, pid) for k in keys.tolist()]
-        self.conn.executemany("DELETE FROM buckets WHERE key = ? AND pid = ?", rows)
-        self.conn.executemany("DELETE FROM buckets_recent WHERE key = ? AND pid = ?", rows)
 
-    def put(self, pid: int, ref: ParagraphRef, shingles: np.ndarray, signature: np.ndarray) -> None:
-        self._cache[pid] = (ref, shingles, signature)
+def _stored_unit(row: sqlite3.Row) -> StoredUnit:
+    from pipeline.repeats import StoredUnit
 
-    def lookup(self, pid: int) -> tuple[ParagraphRef, np.ndarray, np.ndarray]:
-        hit = self._cache.get(pid)
-        if hit is not None:
-            return hit
-        from pipeline.dedup import ParagraphRef
-        row = self.conn.execute(
-            "SELECT p.record_id, p.idx, p.shingles, p.signature, a.sort_key, a.path, a.item "
-            "FROM paragraphs p JOIN articles a ON a.record_id = p.record_id WHERE p.pid = ?",
-            (pid,),
-        ).fetchone()
-        if row is None:
-            raise StateError(f"index refers to paragraph {pid}, which is not in the state database")
-        ref = ParagraphRef(row["record_id"], row["idx"], (row["sort_key"], row["path"], row["item"], row["idx"]))
-        hit = (ref, shingles_from_blob(row["shingles"]), signature_from_blob(row["signature"]))
-        self._cache[pid] = hit
-        return hit
+    root_known = row["root_record"] is not None
+    return StoredUnit(
+        uid=row["uid"], record_id=row["record_id"], order=(row["sort_key"], row["path"], row["item"]),
+        seq=row["seq"], para=row["para"], shingles=shingles_from_blob(row["shingles"]),
+        signature=signature_from_blob(row["signature"]),
+        root=row["root_uid"] if root_known else row["uid"],
+        root_record=row["root_record"] if root_known else row["record_id"],
+        root_para=row["root_para"] if root_known else row["para"],
+        root_seq=row["root_seq"] if root_known else row["seq"])

@@ -21,11 +21,13 @@ def collect_status(processed_dir: Path, raw_dir: Path | None = None) -> dict[str
             "files_quarantined": one("SELECT COUNT(*) FROM files WHERE status = 'quarantined'"),
             "quarantine_entries": one("SELECT COUNT(*) FROM quarantine"),
             "records": one("SELECT COUNT(*) FROM articles"),
-            "paragraphs": one("SELECT COUNT(*) FROM paragraphs"),
-            "paragraphs_indexed": one("SELECT COUNT(*) FROM paragraphs WHERE role = 1"),
-            "repeats": one("SELECT COUNT(*) FROM paragraphs WHERE role = 0"),
-            "passages": one("SELECT COUNT(*) FROM (SELECT DISTINCT repeat_record, repeat_idx FROM paragraphs "
-                            "WHERE role = 0)"),
+            "units": one("SELECT COUNT(*) FROM units"),
+            "units_repeated": one("SELECT COUNT(*) FROM units WHERE match_uid IS NOT NULL"),
+            "repeats": one("SELECT COUNT(*) FROM (SELECT DISTINCT record_id, para FROM spans WHERE whole = 1)"),
+            "spans": one("SELECT COUNT(*) FROM spans WHERE whole = 0"),
+            "duplicates": one("SELECT COUNT(*) FROM articles WHERE json_extract(record, '$.duplicate_of') "
+                              "IS NOT NULL"),
+            "passages": one("SELECT COUNT(DISTINCT passage) FROM spans"),
             "runs": one("SELECT COUNT(*) FROM runs"),
         }
         last = conn.execute("SELECT * FROM runs ORDER BY seq DESC LIMIT 1").fetchone()
@@ -55,8 +57,9 @@ def format_status(status: dict[str, Any]) -> str:
         f"files processed:    {status['files_processed']}",
         f"files quarantined:  {status['files_quarantined']} ({status['quarantine_entries']} quarantine entries)",
         f"records:            {status['records']}",
-        f"paragraphs:         {status['paragraphs']} ({status['paragraphs_indexed']} indexed as first occurrences)",
-        f"repeats flagged:    {status['repeats']} paragraphs, copies of {status['passages']} repeated passages",
+        f"sentences:          {status['units']} ({status['units_repeated']} repeat earlier text)",
+        f"repeats flagged:    {status['repeats']} paragraphs and {status['spans']} spans inside paragraphs, "
+        f"copies of {status['passages']} repeated passages; {status['duplicates']} whole copies",
         f"runs:               {status['runs']}",
     ]
     if "raw_files" in status:

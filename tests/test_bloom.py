@@ -56,7 +56,7 @@ def test_stale_or_missing_filter_is_rebuilt_and_results_do_not_change(seed_raw: 
     try:
         rebuilt = store.open_bloom()
         assert rebuilt is not stale and rebuilt.generation == 1
-        keys = np.array([row[0] for row in store.conn.execute("SELECT key FROM buckets_recent")], dtype=np.int64)
+        keys = np.array([row[0] for row in store.conn.execute("SELECT key FROM keys_recent")], dtype=np.int64)
         assert keys.size and rebuilt.might_contain(keys).all()
     finally:
         store.close()

@@ -87,6 +87,19 @@ def test_seeds_exactly_the_expected_repeats_and_metadata(seed_raw: Path, tmp_pat
         got = {k: records[name][k] for k in expected}
         assert got == expected, name
         assert records[name]["language"] == "en"
+    # Sentence level (issue 9): repeated sentences inside paragraphs that stay body text.
+    sept_27 = next(p["index"] for p in first["paragraphs"] if p["text"].startswith("Armenian armed forces launched"))
+    spans = {name: [(p["index"], p["text"][s["start"]:s["end"]], s["passage"]) for p in record["paragraphs"]
+                    if p["repeat_of"] is None for s in p["repeated_spans"]] for name, record in records.items()}
+    merged = next(p for p in records["004"]["paragraphs"] if p["text"].startswith("Armenian Armed Forces launched"))
+    assert spans["004"] == [(merged["index"], merged["text"].split(" Currently,")[0], f"{first['id']}:{sept_27}")]
+    assert "Currently, Azerbaijan continues the liberation of its territories" in records["004"]["text"]
+    responded = next(p for p in records["002"]["paragraphs"] if p["text"].startswith("Azerbaijan responded with"))
+    opening = "Azerbaijan responded with a counter-offensive along the entire front."
+    assert spans["002"] == [(responded["index"], opening, f"{first['id']}:{sept_27}")]
+    assert "As a result of retaliation, Azerbaijani troops liberated" in records["002"]["text"]
+    for name in ("000", "001", "003"):  # the first occurrence, and the paraphrases
+        assert spans[name] == [] and records[name]["repeats"] == 0 and records[name]["duplicate_of"] is None
     # text is the body without the repeats; paragraphs keep everything, flagged
     r002 = records["002"]
     assert "The 1994 ceasefire agreement" not in r002["text"]

@@ -21,6 +21,7 @@ from pipeline.records import (
     last_run_id,
     project,
     read_records,
+    without_spans,
 )
 from pipeline.state import StateError
 from tests.conftest import ROOT, SEEDS, make_raw
@@ -38,16 +39,20 @@ def check_record(record: dict) -> None:
     assert set(record) <= set(SCHEMA["properties"])
     full = FULL_TEXT_SEPARATOR.join(p["text"] for p in record["paragraphs"])
     assert [p["index"] for p in record["paragraphs"]] == list(range(len(record["paragraphs"])))
-    body = [p["text"] for p in record["paragraphs"] if p["kind"] == "body" and p["repeat_of"] is None]
-    assert record["text"] == "\n\n".join(body)
+    body = [without_spans(p["text"], [(sp["start"], sp["end"]) for sp in p["repeated_spans"]])
+            for p in record["paragraphs"] if p["kind"] == "body" and p["repeat_of"] is None]
+    assert record["text"] == "\n\n".join(b for b in body if b)
     assert record["repeats"] == sum(p["repeat_of"] is not None for p in record["paragraphs"])
     for p in record["paragraphs"]:
         rep = p["repeat_of"]
         if rep is not None:
             start, end = rep["span"]
             assert full[start:end] == p["text"]
-            assert rep["passage"] == f"{rep['record']}:{rep['paragraph']}"
-            assert rep["record"] != record["id"] or rep["paragraph"] < p["index"]
+            assert rep["passage"] in {sp["passage"] for sp in p["repeated_spans"]}
+            assert rep["record"] != record["id"]
+        for sp in p["repeated_spans"]:
+            assert 0 <= sp["start"] < sp["end"] <= len(p["text"]) and sp["record"] != record["id"]
+            assert p["text"][sp["start"]:sp["end"]].strip() == p["text"][sp["start"]:sp["end"]]
 
 
 def check_processed(processed: Path) -> list[dict]:
@@ -142,7 +147,10 @@ def test_json_sources_carry_item_and_extra(tmp_path: Path) -> None:
     assert [r["source"].get("item") for r in records] == [0, 1]
     assert records[0]["extra"] == {"tags": ["port", "city"], "score": 3}
     assert "extra" not in records[1]
-    assert records[1]["repeats"] == 1 and records[1]["paragraphs"][0]["repeat_of"]["similarity"] >= 0.6
+    # the second item repeats the first one's sentence and adds one: a span, and the new sentence stays body
+    [span] = records[1]["paragraphs"][0]["repeated_spans"]
+    assert records[1]["repeats"] == 0 and span["record"] == records[0]["id"] and span["similarity"] == 1.0
+    assert records[1]["text"] == "A second sentence about the harbour follows here."
 
 
 # --- since: a second run that adds and rewrites records ---------------------------------------

@@ -1,8 +1,7 @@
-"""pipeline.state with plain data: the writer lock, settings guard, the SQLite LSH index."""
+"""pipeline.state with plain data: the writer lock, settings guard, the stored units and LSH key holders."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +9,8 @@ import pytest
 
 from pipeline import state
 from pipeline.bloom import BloomFilter
-from pipeline.dedup import DedupSettings, ParagraphRef
-from pipeline.state import ProcessedDirLocked, SqliteIndex, StateError, Store, connect, writer_lock
+from pipeline.dedup import DedupSettings
+from pipeline.state import ProcessedDirLocked, SqliteUnits, StateError, Store, connect, writer_lock
 
 
 def test_lock_is_exclusive_and_released_on_exit(tmp_path: Path) -> None:
@@ -34,52 +33,60 @@ def test_readers_need_existing_state(tmp_path: Path) -> None:
         connect(tmp_path, readonly=True)
 
 
-def _index(tmp_path: Path, bloom: BloomFilter | None) -> tuple[Store, SqliteIndex]:
+def _units(tmp_path: Path, bloom: BloomFilter | None) -> tuple[Store, SqliteUnits]:
     store = Store(tmp_path, DedupSettings())
-    return store, SqliteIndex(store.conn, store.settings, bloom)
+    return store, SqliteUnits(store.conn, store.settings, bloom)
+
+
+def _unit_row(uid: int, record: str, seq: int, root: int, shingles: np.ndarray, num_perm: int) -> tuple:
+    signature = np.arange(num_perm, dtype=np.uint32) + uid
+    return (uid, record, seq, seq, 0, 10, 9, 1, shingles.tobytes(), signature.tobytes(), None if root == uid else root,
+            root, None, None, None)
 
 
 @pytest.mark.parametrize("with_bloom", [False, True])
-def test_candidates_come_from_pending_recent_and_merged_buckets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                with_bloom: bool) -> None:
-    monkeypatch.setattr(state, "RECENT_BUCKETS_MAX_ROWS", 5)
+def test_holders_from_recent_and_merged_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            with_bloom: bool) -> None:
+    monkeypatch.setattr(state, "RECENT_KEYS_MAX_ROWS", 5)
     bloom = BloomFilter.for_keys(100) if with_bloom else None
-    store, index = _index(tmp_path, bloom)
+    store, units = _units(tmp_path, bloom)
+    perms = store.settings.num_perm
     try:
         store.conn.execute("BEGIN")
-        a = np.array([11, 12, 13], dtype=np.int64)
-        b = np.array([21, 22, 13], dtype=np.int64)
-        index.add(1, a)
-        assert set(index.candidates(np.array([13, 99], dtype=np.int64))) == {1}  # pending, before any write
-        index.flush()
-        index.add(2, b)
-        assert set(index.candidates(np.array([13], dtype=np.int64))) == {1, 2}
-        index.flush()  # 6 rows > 5: merged into the big table in key order
-        assert index.merged_rows == 6
-        assert store.conn.execute("SELECT COUNT(*) FROM buckets_recent").fetchone()[0] == 0
-        assert set(index.candidates(np.array([12, 22], dtype=np.int64))) == {1, 2}
-        index.remove(1, a)
-        assert set(index.candidates(np.array([11, 12, 13], dtype=np.int64))) == {2}
-        assert set(index.candidates(np.array([404], dtype=np.int64))) == set()
+        store.conn.execute("INSERT INTO articles VALUES ('r1', 'a.txt', -1, 'sha', '2020-01-01', 'p', 1, 't', '{}')")
+        units.insert_units([_unit_row(1, "r1", 0, 1, np.array([5], np.uint32), perms),
+                            _unit_row(2, "r1", 1, 2, np.array([6], np.uint32), perms)])
+        units.set_holders(np.array([13, 11, 12], np.int64), np.array([1, 1, 1], np.int64), np.empty(0, np.int64))
+        keys, uids, records = units.holders(np.array([13, 99], dtype=np.int64))
+        assert keys.tolist() == [13] and uids.tolist() == [1] and records == ["r1"]
+        units.set_holders(np.array([21, 22, 23], np.int64), np.array([2, 2, 2], np.int64), np.empty(0, np.int64))
+        assert units.merged_rows == 6  # 6 rows > 5: merged into the big table in key order
+        assert store.conn.execute("SELECT COUNT(*) FROM keys_recent").fetchone()[0] == 0
+        keys, uids, _ = units.holders(np.array([12, 22, 404], dtype=np.int64))
+        assert dict(zip(keys.tolist(), uids.tolist(), strict=True)) == {12: 1, 22: 2}
+        # a holder that moves, and a key whose holder left
+        units.set_holders(np.array([12], np.int64), np.array([2], np.int64), np.array([12, 13], np.int64))
+        keys, uids, _ = units.holders(np.array([12, 13], dtype=np.int64))
+        assert keys.tolist() == [12] and uids.tolist() == [2]
         store.conn.execute("ROLLBACK")
     finally:
         store.close()
 
 
-def test_lookup_reads_place_and_sketch_from_the_database(tmp_path: Path) -> None:
-    store, index = _index(tmp_path, None)
+def test_stored_units_come_with_their_place_and_root(tmp_path: Path) -> None:
+    store, units = _units(tmp_path, None)
+    perms = store.settings.num_perm
     try:
-        shingles = np.array([5, 7, 9], dtype=np.uint32)
-        signature = np.arange(128, dtype=np.uint32)
         conn = store.conn
         conn.execute("INSERT INTO articles VALUES ('r1', 'a.txt', -1, 'sha', '2020-01-01T00:00:00', 'p', 1, 't', '{}')")
-        row = (7, "r1", 3, sqlite3.Binary(shingles.tobytes()), sqlite3.Binary(signature.tobytes()))
-        conn.execute("INSERT INTO paragraphs (pid, record_id, idx, shingles, signature, role) "
-                     "VALUES (?, ?, ?, ?, ?, 1)", row)
-        ref, got_shingles, got_signature = index.lookup(7)
-        assert ref == ParagraphRef("r1", 3, ("2020-01-01T00:00:00", "a.txt", -1, 3))
-        assert np.array_equal(got_shingles, shingles) and np.array_equal(got_signature, signature)
-        with pytest.raises(StateError, match="not in the state database"):
-            index.lookup(8)
+        conn.execute("INSERT INTO articles VALUES ('r2', 'b.txt', -1, 'sha', '2020-01-02T00:00:00', 'p', 1, 't', '{}')")
+        shingles = np.array([5, 7, 9], dtype=np.uint32)
+        units.insert_units([_unit_row(7, "r1", 3, 7, shingles, perms), _unit_row(8, "r2", 0, 7, shingles, perms)])
+        got = units.units_by_uid([7, 8, 9])
+        assert set(got) == {7, 8}
+        assert got[8].order == ("2020-01-02T00:00:00", "b.txt", -1) and got[8].root == 7
+        assert (got[8].root_record, got[8].root_para, got[8].root_seq) == ("r1", 3, 3)
+        assert got[7].root == 7 and np.array_equal(got[7].shingles, shingles)
+        assert [u.uid for u in units.units_of_record("r1")] == [7]
     finally:
         store.close()

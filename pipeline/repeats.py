@@ -1,0 +1,564 @@
+"""The repeat decisions: which units, spans and paragraphs repeat earlier text, and what.
+
+Knows nothing of SQL: the state answers through the small ``UnitSource`` protocol.
+
+How a decision is made, for the units of a run's articles taken in publication order:
+
+1. **Candidates.** Every eligible unit has ``bands`` LSH keys. The index keeps, per key, only
+   its *holder*: the earliest unit (publication order) that has it. A unit's candidates are
+   the holders of its keys that lie in another, earlier article. That is exact for "the
+   earliest text sharing a band": a copy of a passage meets the passage's first occurrence,
+   never the thousand copies in between, so the index grows with distinct text only.
+2. **Verification.** A candidate counts when the exact Jaccard similarity of the two units'
+   shingle sets reaches ``threshold``; the best one wins, ties go to the earliest.
+3. **Extension.** From each verified unit, its neighbours in the article are compared with
+   the neighbours of its match in the matched article (and with the match itself: a sentence
+   split in two) by containment, ``|a & b| / |a|`` >= ``extend_threshold``. This recovers the
+   halves of a sentence cut by a moved paragraph break, and sentences edited too much to
+   stand alone, but only next to real evidence.
+4. **Roots and passages.** A match's *root* is the first occurrence it leads to (a copy of a
+   copy leads to the original). Consecutive repeated units whose roots are consecutive in one
+   earlier article form one passage, across paragraph breaks, named after the paragraph of
+   its first root unit ("<record>:<paragraph>"), so a passage printed as one paragraph, two,
+   or merged with news is one passage.
+5. **Spans and paragraphs.** Consecutive covered units of one paragraph with one passage are
+   a span; a stub shorter than ``min_words`` between two covered units is covered with them
+   (smoothing). A paragraph whose covered words reach ``paragraph_share`` is a repeat.
+6. **House lines**: a short paragraph that ``house_line_articles`` earlier articles of the
+   same outlet carry word for word; **whole copies**: an article whose body words are covered
+   at ``duplicate_share`` or more by matches into one earlier article.
+
+The decisions depend only on which articles exist, never on arrival order: a unit is decided
+from the earliest holders, and holders are recomputed for every article after a change.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from pipeline.dedup import DedupSettings, band_keys, tokenize
+from pipeline.units import Units
+
+Order = tuple[str, str, int]  # (publication sort key, path, item)
+
+
+@dataclass
+class RunArticle:
+    """An article taking part in this run's decisions (new, or stored and decided again)."""
+
+    record_id: str
+    order: Order
+    group: str | None  # whose house lines it shares: outlet, else site, else folder
+    paragraphs: list[tuple[str, str]]  # (kind, text)
+    units: Units
+    uids: np.ndarray  # int64, one per unit
+
+
+@dataclass
+class StoredUnit:
+    """A unit of an article outside the run, as the state holds it."""
+
+    uid: int
+    record_id: str
+    order: Order
+    seq: int
+    para: int
+    shingles: np.ndarray
+    signature: np.ndarray
+    root: int  # uid of its first occurrence (itself when it is one)
+    root_record: str
+    root_para: int
+    root_seq: int
+
+
+class UnitSource(Protocol):
+    """What the decisions need from the stored state (``state.Store`` implements it)."""
+
+    def holders(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """For the keys that have a stored holder: (keys, holder uids, holder record ids)."""
+        ...
+
+    def units_by_uid(self, uids: Iterable[int]) -> dict[int, StoredUnit]: ...
+
+    def units_of_record(self, record_id: str) -> list[StoredUnit]:
+        """Every unit of one stored article, by ``seq``."""
+        ...
+
+    def house_line_occurrences(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], list[
+            tuple[Order, str, int]]]:
+        """Stored occurrences (order, record id, paragraph) of (group, line hash) pairs."""
+        ...
+
+
+@dataclass
+class Span:
+    start: int
+    end: int
+    passage: str
+    record: str
+    paragraph: int
+    similarity: float
+    words: int
+
+
+@dataclass
+class ParagraphRepeat:
+    record: str
+    paragraph: int
+    passage: str
+    similarity: float
+    estimated: float
+
+
+@dataclass
+class ArticleDecision:
+    record_id: str
+    units_match: np.ndarray  # int64 uid of the matched unit, -1 if none (covered stubs: -1)
+    units_root: np.ndarray  # int64 uid of its first occurrence; itself when uncovered
+    units_similarity: np.ndarray  # float64, nan when not matched
+    units_estimated: np.ndarray
+    units_passage: list[str | None]
+    paragraphs: dict[int, tuple[ParagraphRepeat | None, list[Span]]] = field(default_factory=dict)
+    duplicate_of: tuple[str, float] | None = None
+    house_lines: list[tuple[int, int]] = field(default_factory=list)  # (paragraph, line hash)
+
+    def repeat_of(self, index: int) -> ParagraphRepeat | None:
+        entry = self.paragraphs.get(index)
+        return entry[0] if entry else None
+
+    def spans(self, index: int) -> list[Span]:
+        entry = self.paragraphs.get(index)
+        return entry[1] if entry else []
+
+
+@dataclass
+class RunDecisions:
+    articles: list[ArticleDecision]
+    holder_keys: np.ndarray  # keys whose holder is now an in-run unit
+    holder_uids: np.ndarray
+    # Keys whose stored holder is decided again or left: their stored rows go (and come back
+    # among holder_keys when a unit of the run holds them).
+    dropped_keys: np.ndarray
+
+
+def line_hash(text: str) -> int:
+    """A house line's identity: its words, case-folded (punctuation and spacing ignored)."""
+    return zlib.crc32(" ".join(tokenize(text)).encode("utf-8"))
+
+
+class _Pool:
+    """Every unit the run looks at: in-run units first, then stored ones fetched on demand."""
+
+    def __init__(self, articles: Sequence[RunArticle], num_perm: int) -> None:
+        self.record: list[str] = []
+        self.art: list[int] = []  # in-run article index, -1 for stored units
+        self.seq: list[int] = []
+        self.para: list[int] = []
+        self.sets: list[np.ndarray] = []
+        self.sigs: list[np.ndarray] = []
+        self.uid: list[int] = []
+        self.rank: list[tuple[int, int]] = []  # (article rank, seq); stored units rank below the run
+        self.stored_root: dict[int, int] = {}  # pool index of a stored unit -> pool index of its root
+        self.by_uid: dict[int, int] = {}
+        self.article_start: list[int] = []
+        for a, article in enumerate(articles):
+            self.article_start.append(len(self.record))
+            sets = article.units.shingle_sets()
+            for seq in range(len(article.units)):
+                self._append(article.record_id, a, seq, int(article.units.para[seq]), sets[seq],
+                             article.units.signatures[seq], int(article.uids[seq]), (a, seq))
+        self.in_run = len(self.record)
+        self.stored_orders: dict[int, tuple[Order, int]] = {}
+
+    def _append(self, record: str, art: int, seq: int, para: int, shingles: np.ndarray, sig: np.ndarray,
+                uid: int, rank: tuple[int, int]) -> int:
+        index = len(self.record)
+        self.record.append(record)
+        self.art.append(art)
+        self.seq.append(seq)
+        self.para.append(para)
+        self.sets.append(shingles)
+        self.sigs.append(sig)
+        self.uid.append(uid)
+        self.rank.append(rank)
+        self.by_uid[uid] = index
+        return index
+
+    def add_stored(self, unit: StoredUnit) -> int:
+        known = self.by_uid.get(unit.uid)
+        if known is not None:
+            return known
+        # Stored units all precede the run; among themselves, publication order then seq.
+        index = self._append(unit.record_id, -1, unit.seq, unit.para, unit.shingles, unit.signature, unit.uid,
+                             (-1, 0))
+        self.stored_orders[index] = (unit.order, unit.seq)
+        return index
+
+    def sort_key(self, index: int) -> tuple[int, Order | tuple[()], int]:
+        """Publication order of a pool unit, comparable across stored and in-run units."""
+        if index < self.in_run:
+            a, seq = self.rank[index]
+            return (1, ("", "", a), seq)
+        order, seq = self.stored_orders[index]
+        return (0, order, seq)
+
+
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size == 0 and b.size == 0:
+        return 0.0
+    inter = np.intersect1d(a, b, assume_unique=True).size
+    return inter / (a.size + b.size - inter)
+
+
+def _containment(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size == 0:
+        return 0.0
+    return np.intersect1d(a, b, assume_unique=True).size / a.size
+
+
+class RepeatEngine:
+    """Decides one run: ``decide(articles, source, removed_keys)``; articles in publication order."""
+
+    def __init__(self, settings: DedupSettings) -> None:
+        self.settings = settings
+
+    # --- 1. candidates ---------------------------------------------------------------
+
+    def decide(self, articles: Sequence[RunArticle], source: UnitSource,
+               removed_keys: np.ndarray | None = None) -> RunDecisions:
+        s = self.settings
+        pool = _Pool(articles, s.num_perm)
+        self._record_cache: dict[str, dict[int, StoredUnit]] = {}
+        in_run_records = {a.record_id for a in articles}
+        n = pool.in_run
+        eligible = np.concatenate([a.units.eligible for a in articles]) if articles else np.empty(0, bool)
+        sigs = (np.concatenate([a.units.signatures for a in articles]) if articles
+                else np.empty((0, s.num_perm), np.uint32))
+        keys = band_keys(sigs, s.bands, s.rows) if n else np.empty((0, s.bands), np.int64)
+        owners = np.flatnonzero(eligible)
+        flat_keys = keys[owners].ravel()
+        flat_owner = np.repeat(owners, s.bands)
+        # In-run earliest holder of each key: pool indices are already in publication order.
+        order = np.lexsort((flat_owner, flat_keys))
+        sk, so = flat_keys[order], flat_owner[order]
+        first = np.concatenate(([True], sk[1:] != sk[:-1])) if sk.size else np.empty(0, bool)
+        group_of = np.cumsum(first) - 1
+        run_keys, run_holder = sk[first], so[first]
+        holder_of_entry = run_holder[group_of]  # in-run holder for each sorted (key, owner) entry
+
+        stored_keys, stored_uids, stored_records = source.holders(run_keys) if run_keys.size else (
+            np.empty(0, np.int64), np.empty(0, np.int64), [])
+        usable = np.array([r not in in_run_records for r in stored_records], dtype=bool)
+        replaced = stored_keys[~usable]  # held by an article decided again: the run decides their holder
+        stored_keys, stored_uids = stored_keys[usable], stored_uids[usable]
+        stored_units = source.units_by_uid(stored_uids.tolist()) if stored_uids.size else {}
+        stored_pool = np.array([pool.add_stored(stored_units[u]) for u in stored_uids.tolist()], dtype=np.int64)
+        for u in stored_uids.tolist():
+            self._link_root(pool, stored_units[u], source)
+        # Per sorted entry: the stored holder when there is one (it precedes the whole run).
+        pos = np.searchsorted(stored_keys, sk) if stored_keys.size else np.zeros(sk.size, np.int64)
+        pos = np.minimum(pos, max(stored_keys.size - 1, 0))
+        has_stored = (stored_keys[pos] == sk) if stored_keys.size else np.zeros(sk.size, bool)
+        holder = np.where(has_stored, stored_pool[pos] if stored_keys.size else 0, holder_of_entry)
+        art = np.asarray(pool.art[:n], dtype=np.int64)
+        holder_art = np.where(holder < n, art[np.minimum(holder, max(n - 1, 0))] if n else -1, -1)
+        is_cand = (holder != so) & ((holder >= n) | (holder_art != art[so]))
+        pairs = np.unique(np.stack([so[is_cand], holder[is_cand]], axis=1), axis=0) if is_cand.any() else (
+            np.empty((0, 2), np.int64))
+        match, similarity, estimated = self._verify(pool, pairs)
+
+        # Holders that change: keys the run's units now hold (no stored holder outside the run).
+        new_holder_keys = run_keys[~np.isin(run_keys, stored_keys)]
+        new_holder_uids = np.asarray(pool.uid, dtype=np.int64)[run_holder[~np.isin(run_keys, stored_keys)]] \
+            if run_keys.size else np.empty(0, np.int64)
+        dropped = np.empty(0, np.int64)
+        if removed_keys is not None and removed_keys.size:
+            dropped = np.setdiff1d(removed_keys, np.concatenate([run_keys, stored_keys]))
+
+        decisions = [self._decide_article(pool, a, article, match, similarity, estimated, source)
+                     for a, article in enumerate(articles)]
+        self._house_lines(articles, decisions, source)
+        return RunDecisions(decisions, new_holder_keys, new_holder_uids, np.union1d(dropped, replaced))
+
+    def _link_root(self, pool: _Pool, unit: StoredUnit, source: UnitSource) -> None:
+        index = pool.by_uid[unit.uid]
+        if unit.root == unit.uid:
+            pool.stored_root[index] = index
+            return
+        root_index = pool.by_uid.get(unit.root)
+        if root_index is None:
+            roots = source.units_by_uid([unit.root])
+            if unit.root not in roots:  # the state lost it: treat the unit as a first occurrence
+                pool.stored_root[index] = index
+                return
+            root_index = pool.add_stored(roots[unit.root])
+            pool.stored_root[root_index] = root_index
+        pool.stored_root[index] = root_index
+
+    # --- 2. verification -------------------------------------------------------------
+
+    def _verify(self, pool: _Pool, pairs: np.ndarray) -> tuple[dict[int, int], dict[int, float], dict[int, float]]:
+        """Best verified candidate per unit: highest exact Jaccard, ties to the earliest."""
+        best: dict[int, tuple[float, tuple, int]] = {}
+        threshold = self.settings.threshold
+        for unit, cand in pairs.tolist():
+            sim = _jaccard(pool.sets[unit], pool.sets[cand])
+            if sim < threshold:
+                continue
+            rank = pool.sort_key(cand)
+            current = best.get(unit)
+            if current is None or sim > current[0] or (sim == current[0] and rank < current[1]):
+                best[unit] = (sim, rank, cand)
+        match = {u: c for u, (_, _, c) in best.items()}
+        similarity = {u: sim for u, (sim, _, _) in best.items()}
+        estimated = {u: float(np.mean(pool.sigs[u] == pool.sigs[c])) for u, c in match.items()}
+        return match, similarity, estimated
+
+    # --- 3.-5. one article -----------------------------------------------------------
+
+    def _decide_article(self, pool: _Pool, a: int, article: RunArticle, seeds: dict[int, int],
+                        seed_sim: dict[int, float], seed_est: dict[int, float], source: UnitSource) -> ArticleDecision:
+        base = pool.article_start[a]
+        count = len(article.units)
+        match: dict[int, int] = {}
+        sim: dict[int, float] = {}
+        est: dict[int, float] = {}
+        for seq in range(count):
+            if base + seq in seeds:
+                match[seq] = seeds[base + seq]
+                sim[seq] = seed_sim[base + seq]
+                est[seq] = seed_est[base + seq]
+        self._extend(pool, article, base, match, sim, est, source)
+
+        roots = np.full(count, -1, dtype=np.int64)
+        for seq, target in match.items():
+            roots[seq] = self._root(pool, target)
+        for seq in range(count):
+            if seq not in match:
+                pool.stored_root[base + seq] = base + seq  # a first occurrence leads to itself
+            else:
+                pool.stored_root[base + seq] = int(roots[seq])
+
+        covered = np.zeros(count, dtype=bool)
+        covered[list(match)] = True
+        stub = self._smooth(article.units, covered)
+        passage = self._passages(pool, article.units, match, roots, covered, stub)
+        decision = ArticleDecision(
+            record_id=article.record_id,
+            units_match=np.array([pool.uid[match[i]] if i in match else -1 for i in range(count)], dtype=np.int64),
+            units_root=np.array([pool.uid[int(roots[i])] if i in match else int(article.uids[i])
+                                 for i in range(count)], dtype=np.int64),
+            units_similarity=np.array([sim.get(i, np.nan) for i in range(count)]),
+            units_estimated=np.array([est.get(i, np.nan) for i in range(count)]),
+            units_passage=passage,
+        )
+        self._paragraphs(pool, article, decision, match, roots, covered | stub, stub, sim, est)
+        decision.duplicate_of = self._duplicate_of(pool, article, match, covered)
+        return decision
+
+    def _extend(self, pool: _Pool, article: RunArticle, base: int, match: dict[int, int], sim: dict[int, float],
+                est: dict[int, float], source: UnitSource) -> None:
+        """Grow verified matches into their neighbours (containment against the match's neighbours)."""
+        units = article.units
+        todo = sorted(match)
+        threshold = self.settings.extend_threshold
+        while todo:
+            seq = todo.pop()
+            target = match[seq]
+            for step in (-1, 1):
+                neighbour = seq + step
+                if neighbour < 0 or neighbour >= len(units) or neighbour in match:
+                    continue
+                own = pool.sets[base + neighbour]
+                best: tuple[float, int] | None = None
+                for cand in (self._neighbour(pool, target, step, source), target):
+                    if cand is None:
+                        continue
+                    contained = _containment(own, pool.sets[cand])
+                    if contained >= threshold and (best is None or contained > best[0]):
+                        best = (contained, cand)
+                if best is None:
+                    continue
+                cand = best[1]
+                match[neighbour] = cand
+                sim[neighbour] = _jaccard(own, pool.sets[cand])
+                est[neighbour] = float(np.mean(pool.sigs[base + neighbour] == pool.sigs[cand]))
+                todo.append(neighbour)
+
+    def _neighbour(self, pool: _Pool, index: int, step: int, source: UnitSource) -> int | None:
+        """The unit ``step`` places from pool unit ``index`` in its own article."""
+        art = pool.art[index]
+        if art >= 0:
+            seq = pool.seq[index] + step
+            start = pool.article_start[art]
+            end = pool.article_start[art + 1] if art + 1 < len(pool.article_start) else pool.in_run
+            return start + seq if 0 <= seq < end - start else None
+        record = pool.record[index]
+        wanted = pool.seq[index] + step
+        cached = self._record_cache.get(record)
+        if cached is None:
+            cached = {u.seq: u for u in source.units_of_record(record)}
+            self._record_cache[record] = cached
+        unit = cached.get(wanted)
+        if unit is None:
+            return None
+        added = pool.add_stored(unit)
+        if added not in pool.stored_root:
+            self._link_root(pool, unit, source)
+        return added
+
+    def _root(self, pool: _Pool, index: int) -> int:
+        root = pool.stored_root.get(index, index)
+        while root != index:
+            index, root = root, pool.stored_root.get(root, root)
+        return root
+
+    def _smooth(self, units: Units, covered: np.ndarray) -> np.ndarray:
+        """Uncovered stubs shorter than min_words between two covered units of one paragraph."""
+        stub = np.zeros(len(units), dtype=bool)
+        seq = 0
+        n = len(units)
+        while seq < n:
+            if covered[seq]:
+                seq += 1
+                continue
+            gap_end = seq
+            while gap_end < n and not covered[gap_end] and units.para[gap_end] == units.para[seq]:
+                gap_end += 1
+            inside = (seq > 0 and covered[seq - 1] and units.para[seq - 1] == units.para[seq]
+                      and gap_end < n and covered[gap_end] and units.para[gap_end] == units.para[seq])
+            if inside and int(units.words[seq:gap_end].sum()) < self.settings.min_words:
+                stub[seq:gap_end] = True
+            seq = max(gap_end, seq + 1)
+        return stub
+
+    def _passages(self, pool: _Pool, units: Units, match: dict[int, int], roots: np.ndarray, covered: np.ndarray,
+                  stub: np.ndarray) -> list[str | None]:
+        out: list[str | None] = [None] * len(units)
+        previous: int | None = None  # last covered, non-stub unit
+        for seq in range(len(units)):
+            if stub[seq]:
+                out[seq] = out[previous] if previous is not None else None
+                continue
+            if not covered[seq]:
+                previous = None
+                continue
+            root = int(roots[seq])
+            chained = False
+            if previous is not None:
+                prev_root = int(roots[previous])
+                chained = (pool.record[prev_root] == pool.record[root]
+                           and 0 <= pool.seq[root] - pool.seq[prev_root] <= 1)
+            out[seq] = out[previous] if chained and previous is not None else \
+                f"{pool.record[root]}:{pool.para[root]}"
+            previous = seq
+        return out
+
+    def _paragraphs(self, pool: _Pool, article: RunArticle, decision: ArticleDecision, match: dict[int, int],
+                    roots: np.ndarray, covered: np.ndarray, stub: np.ndarray, sim: dict[int, float],
+                    est: dict[int, float]) -> None:
+        units = article.units
+        by_para: dict[int, list[int]] = {}
+        for seq, para in enumerate(units.para.tolist()):
+            by_para.setdefault(para, []).append(seq)
+        for para, seqs in by_para.items():
+            total = int(units.words[seqs].sum())
+            if not total or not covered[seqs].any():
+                continue
+            spans: list[Span] = []
+            run: list[int] = []
+            for seq in seqs + [None]:
+                if run and (seq is None or not covered[seq] or
+                            decision.units_passage[seq] != decision.units_passage[run[0]]):
+                    spans.append(self._span(pool, units, run, roots, stub, sim, decision.units_passage[run[0]]))
+                    run = []
+                if seq is not None and covered[seq]:
+                    run.append(seq)
+            spans = [sp for sp in spans if sp is not None]
+            covered_words = int(units.words[[q for q in seqs if covered[q]]].sum())
+            repeat = None
+            if covered_words >= self.settings.paragraph_share * total:
+                matched = [q for q in seqs if q in match]
+                weights = units.words[matched].astype(float)
+                by_root: dict[tuple[str, int], int] = {}
+                for q in matched:
+                    r = int(roots[q])
+                    key = (pool.record[r], pool.para[r])
+                    by_root[key] = by_root.get(key, 0) + int(units.words[q])
+                (record, paragraph), _ = max(by_root.items(), key=lambda kv: (kv[1], -kv[0][1]))  # ties: lower index
+                main = max(spans, key=lambda sp: sp.words)
+                repeat = ParagraphRepeat(
+                    record, paragraph, main.passage,
+                    round(float(np.average([sim[q] for q in matched], weights=weights)), 4),
+                    round(float(np.average([est[q] for q in matched], weights=weights)), 4))
+            decision.paragraphs[para] = (repeat, spans)
+
+    def _span(self, pool: _Pool, units: Units, run: list[int], roots: np.ndarray, stub: np.ndarray,
+              sim: dict[int, float], passage: str | None) -> Span | None:
+        evidence = [q for q in run if not stub[q]]
+        if not evidence or passage is None:
+            return None
+        root = int(roots[evidence[0]])
+        weights = units.words[evidence].astype(float)
+        return Span(int(units.start[run[0]]), int(units.end[run[-1]]), passage, pool.record[root], pool.para[root],
+                    round(float(np.average([sim[q] for q in evidence], weights=weights)), 4),
+                    int(units.words[run].sum()))
+
+    def _duplicate_of(self, pool: _Pool, article: RunArticle, match: dict[int, int],
+                      covered: np.ndarray) -> tuple[str, float] | None:
+        total = int(article.units.words.sum())
+        if not total or not match:
+            return None
+        by_record: dict[str, int] = {}
+        for seq, target in match.items():
+            record = pool.record[target]
+            by_record[record] = by_record.get(record, 0) + int(article.units.words[seq])
+        record, words = min(by_record.items(), key=lambda kv: (-kv[1], kv[0]))
+        share = words / total
+        return (record, round(share, 4)) if share >= self.settings.duplicate_share else None
+
+    # --- 6. house lines --------------------------------------------------------------
+
+    def _house_lines(self, articles: Sequence[RunArticle], decisions: list[ArticleDecision],
+                     source: UnitSource) -> None:
+        s = self.settings
+        lines: list[tuple[int, int, tuple[str, int]]] = []  # (article, paragraph, (group, hash))
+        for a, (article, decision) in enumerate(zip(articles, decisions, strict=True)):
+            if article.group is None:
+                continue
+            long_paras = set(article.units.para[article.units.eligible].tolist())
+            for index, (kind, text) in enumerate(article.paragraphs):
+                if kind != "body" or index in long_paras or decision.paragraphs.get(index, (None, []))[0]:
+                    continue
+                if not tokenize(text):
+                    continue
+                h = line_hash(text)
+                decision.house_lines.append((index, h))
+                lines.append((a, index, (article.group, h)))
+        if not lines:
+            return
+        stored = source.house_line_occurrences({key for _, _, key in lines})
+        in_run_records = {a.record_id for a in articles}
+        seen: dict[tuple[str, int], list[tuple[tuple, str, int]]] = {}
+        for key, occurrences in stored.items():
+            seen[key] = sorted(((0, o), r, p) for o, r, p in occurrences if r not in in_run_records)
+        for a, index, key in lines:  # articles are in publication order
+            earlier = seen.setdefault(key, [])
+            records = {r for _, r, _ in earlier if r != articles[a].record_id}
+            if len(records) >= s.house_line_articles:
+                _, first_record, first_para = next(e for e in earlier if e[1] != articles[a].record_id)
+                text = articles[a].paragraphs[index][1]
+                passage = f"{first_record}:{first_para}"
+                repeat = ParagraphRepeat(first_record, first_para, passage, 1.0, 1.0)
+                decisions[a].paragraphs[index] = (repeat, [Span(0, len(text), passage, first_record, first_para,
+                                                                1.0, len(tokenize(text)))])
+            earlier.append(((1, a), articles[a].record_id, index))
+
+
+__all__ = ["ArticleDecision", "ParagraphRepeat", "RepeatEngine", "RunArticle", "RunDecisions", "Span",
+           "StoredUnit", "UnitSource", "line_hash"]
