@@ -21,8 +21,9 @@ _BOUNDARY_RE = re.compile(
     # Western/Arabic/Indic terminators count only before whitespace: "3.5", "U.S.-led", "e-mail.com" never split.
     rf"(?P<t>[.!?…؟۔।‼⁇⁈⁉]+)[{_CLOSERS}]*(?P<ws>\s+)"
     # CJK terminators end a sentence whether or not a space follows.
-    rf"|[。！？｡]+[{_CLOSERS}]*(?P<cws>\s*)(?=\S)"
+    rf"|[。！？｡]+(?P<cc>[{_CLOSERS}]*+)(?P<cws>\s*+)(?=\S)"
 )
+_OPENERS_CJK = _OPENERS + "「『（【《〈“"
 # The next sentence's first word, past at most a few opening marks or dashes.
 _NEXT_WORD_RE = re.compile(r"[^\w\s]{0,3}(\w+)")
 # "U.S", "U.N", "a.m", "Ph.D", "EE.UU", "т.д": letters in short period-separated groups.
@@ -33,7 +34,7 @@ _ACRONYM_RE = re.compile(r"(?:[^\W\d_]{1,2}\.)+[^\W\d_]{1,2}")
 _NEVER_FINAL_EXACT = {
     "Mr", "Mrs", "Ms", "Mx", "Dr", "Prof", "Sen", "Rep", "Gov", "Gen", "Lt", "Col", "Maj", "Capt", "Cpt", "Sgt",
     "Cpl", "Pvt", "Adm", "Cmdr", "Cdr", "Brig", "Rev", "Hon", "Pres", "Amb", "Supt", "Insp", "Det", "Atty", "Fr",
-    "Msgr", "Sr", "Sra", "Srta", "Dra", "Mme", "Mlle", "Mgr", "Me", "Ud", "Uds", "Hr", "Fr", "Doç", "Yrd", "Alb",
+    "Msgr", "Sr", "Sra", "Srta", "Dra", "Mme", "Mlle", "Mgr", "Me", "Ud", "Uds", "Hr", "Doç", "Yrd", "Alb",
     "Org", "Tuğg", "Korg", "Ing", "Dipl",
     "St", "Ste", "Mt", "Ft", "Sta", "Sto",
     "Jan", "Feb", "Mar", "Apr", "Jun", "Jul", "Aug", "Sep", "Sept", "Oct", "Nov", "Dec",
@@ -42,9 +43,9 @@ _NEVER_FINAL_EXACT = {
 _NEVER_FINAL_LOWER = {
     "e.g", "i.e", "vs", "v", "cf", "approx", "ca", "viz", "incl", "esp", "est", "pp", "nos", "tel", "fig",
     "z.b", "d.h", "bzw", "vgl", "ggf", "evtl", "inkl", "mio", "mrd", "bspw", "sog", "u.a.m",
-    "núm", "pág", "aprox", "p.ej", "env", "cf", "av", "mín", "máx",
+    "núm", "pág", "aprox", "p.ej", "env", "av", "mín", "máx",
     "т.е", "т.к", "т.н", "ул", "пр", "просп", "пер", "св", "акад", "проф", "ген", "см", "гл", "стр", "ст", "рис",
-    "напр", "пос", "им.", "тов", "г-н", "г-жа", "наб", "пл", "кв",
+    "напр", "пос", "тов", "г-н", "г-жа", "наб", "пл", "кв",
     "prof", "akad", "dos", "doç", "ö", "bkz", "yy",
 }
 # Abbreviations that often end a sentence too ("the U.S.", "Apple Inc.", "и т.д.", "в 1991 г."): a boundary only
@@ -55,8 +56,8 @@ _MAYBE_FINAL_EXACT = {
     "Str", "Cad", "Sok", "Mah", "Bul", "GmbH", "AG", "SA", "Cía", "Jh",
 }
 _MAYBE_FINAL_LOWER = {
-    "etc", "al", "usw", "u.a", "u.ä", "o.ä", "vb", "vs.", "s",
-    "г", "гг", "т.д", "т.п", "др", "им", "млн", "млрд", "тыс", "руб", "долл", "коп", "обл", "р-н", "в", "вв",
+    "u.a",
+    "г", "гг", "им", "млн", "млрд", "тыс", "руб", "долл", "коп", "обл", "р-н", "вв",
     "km", "kg", "cm", "mm", "min", "max", "sq", "ft", "oz", "lb", "lbs", "hrs",
 }
 
@@ -67,6 +68,8 @@ def _with_capitalised(words: set[str]) -> set[str]:
 
 
 _NEVER_FINAL = _NEVER_FINAL_EXACT | _with_capitalised(_NEVER_FINAL_LOWER)
+# List enders ("oil, gas, etc.", "и т.д.", "usw.", "vb.") are rarely followed by a capital inside a sentence.
+_LIST_END = _with_capitalised({"etc", "al", "usw", "u.ä", "o.ä", "vb", "т.д", "т.п", "др"})
 _MAYBE_FINAL = _MAYBE_FINAL_EXACT | _with_capitalised(_MAYBE_FINAL_LOWER)
 
 # Words that commonly open a news sentence, so that "the U.S. The ..." and "в 1991 г. В Москве" split while
@@ -82,23 +85,28 @@ _OPENER_WORDS = {
     # Russian
     "Он", "Она", "Оно", "Они", "Мы", "Я", "Это", "Этот", "Эта", "Эти", "В", "Во", "На", "По", "С", "Со", "К", "О",
     "Об", "Но", "А", "И", "Как", "При", "Так", "Также", "Кроме", "Однако", "Его", "Ее", "Её", "Их", "Затем",
-    "После", "До", "Для", "Из", "Когда", "Если", "Ранее", "Позже", "Сейчас", "Тогда", "Там", "Здесь", "По",
+    "После", "До", "Для", "Из", "Когда", "Если", "Ранее", "Позже", "Сейчас", "Тогда", "Там", "Здесь",
     # French, Spanish, German, Italian, Portuguese
     "Le", "La", "Les", "L", "Il", "Elle", "Ils", "Elles", "Un", "Une", "Des", "Ce", "Cette", "Ces", "Mais", "En",
     "Dans", "Selon", "Pour", "Depuis", "Après", "Avant", "Au", "Aux", "Lors", "Cependant",
     "El", "Los", "Las", "Una", "Unos", "Unas", "Pero", "Según", "Por", "Para", "Desde", "Tras", "Sin", "Además",
-    "Der", "Die", "Das", "Den", "Dem", "Des", "Er", "Sie", "Es", "Ein", "Eine", "Im", "Am", "Aber", "Nach", "Auch",
+    "Der", "Die", "Das", "Den", "Dem", "Er", "Sie", "Es", "Ein", "Eine", "Im", "Am", "Aber", "Nach", "Auch",
     "Wie", "Laut", "Zudem", "Dabei", "Damit", "Doch", "Bei", "Seit",
-    "Lo", "Gli", "Ma", "Nel", "Nella", "Secondo", "Os", "As", "Mas", "Um", "Uma", "Segundo",
+    "Lo", "Gli", "Ma", "Nel", "Nella", "Secondo", "Os", "Mas", "Um", "Uma", "Segundo",
     # Turkish, Azerbaijani
     "Bu", "Bir", "O", "Ancak", "Ama", "Fakat", "Bunun", "Daha", "Ayrıca", "Ve", "Şu", "Onlar", "Biz", "Ben",
     "Həmçinin", "Lakin", "Amma", "Və", "Bundan", "Onun",
 }
 
-# German/Dutch/Scandinavian ordinals ("am 3. Oktober", "der 2. Weltkrieg", "zum 5. Mal") follow these words.
+# German ordinals ("am 3. Oktober", "der 2. Weltkrieg", "zum 5. Mal") follow these words.
 _ORDINAL_CUES = {
     "am", "im", "zum", "zur", "vom", "beim", "bis", "ab", "seit", "der", "die", "das", "den", "dem", "des", "ein",
-    "eine", "einem", "einer", "dieser", "diesem", "den", "op", "het", "de", "per", "den", "på", "til",
+    "eine", "einem", "einer", "dieser", "diesem", "jedem", "jeder",
+}
+# "on Sept. 27." / "on October 10.": a short number after these is a day, not an ordinal.
+_MONTHS_EN = {
+    "Jan", "January", "Feb", "February", "Mar", "March", "Apr", "April", "May", "Jun", "June", "Jul", "July", "Aug",
+    "August", "Sep", "Sept", "September", "Oct", "October", "Nov", "November", "Dec", "December",
 }
 # Month names that may follow an ordinal number ("3. Oktober", "27. Eylül", "5. März").
 _MONTH_WORDS = {
@@ -120,17 +128,24 @@ def _period_ends_sentence(text: str, dot: int, word: str | None) -> bool:
         tok = re.split(r"[-/]", tok)[-1] or tok
     if tok in _NEVER_FINAL:
         return False
+    if tok in _LIST_END:
+        return True
     if len(tok) == 1 and tok.isalpha():
         # An initial ("J. R. Smith", "А. С. Пушкин", "د. محمد"); a lowercase letter is "в." (век), "və s."...
         return tok.islower() and word in _OPENER_WORDS
     if tok.isdigit():
         if word in _MONTH_WORDS:
             return False
+        if word is not None and word[0].isdigit():
+            return False
         if len(tok) <= 3:
-            before = text[: max(0, dot - len(tok) - 1)].rsplit(" ", 1)[-1]
-            if before in _ORDINAL_CUES:
+            # "on Sept. 27." ends a date; otherwise a short number may be an ordinal ("am 3. Oktober",
+            # "2. Dünya Savaşı"), so split only before a common sentence opener.
+            before = text[: max(0, dot - len(tok) - 1)].rsplit(" ", 1)[-1].rstrip(".,")
+            if before.lower() in _ORDINAL_CUES:
                 return False
-        return word is None or not word[0].isdigit()
+            return before in _MONTHS_EN or word in _OPENER_WORDS
+        return True
     if tok in _MAYBE_FINAL or _ACRONYM_RE.fullmatch(tok):
         return word in _OPENER_WORDS
     if word is not None and word[0].isdigit():
@@ -151,7 +166,10 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
         if m.start() < start:  # inside the previous sentence's closing run (cannot happen with finditer, cheap guard)
             continue
         term = m.group("t")
-        if term is None:  # CJK: always a boundary
+        if term is None:
+            # CJK: a boundary, except inside a quote that runs on: 「…か？」と彼は尋ねた / “…。”他说.
+            if m.group("cc") and not m.group("cws") and text[m.end()] not in _OPENERS_CJK:
+                continue
             end = m.start("cws")
         else:
             nxt = _NEXT_WORD_RE.match(text, m.end())
