@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,21 +30,35 @@ def _prefect_env() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.ingest import RunSummary, pending_files, summary_markdown
-    from pipeline.read import RawDirError
-    from pipeline.state import ProcessedDirLocked, writer_lock
+    from pipeline.lock import writer_lock
+    from pipeline.state import ProcessedDirLocked
 
     # Checked before Prefect is even imported: a typo or a busy processed/ fails fast.
     if not Path(args.raw_dir).is_dir():
         print(f"newsdedup: raw dir {args.raw_dir} does not exist or is not a directory", file=sys.stderr)
         return 2
+    processed = Path(args.processed_dir)
     try:
-        with writer_lock(Path(args.processed_dir), args.wait):
-            pass
+        # Held to the end, shared with the flow this process starts: a second run started
+        # meanwhile is refused here, before Prefect, with one line (exit 3).
+        with writer_lock(processed, args.wait, share_in_process=True):
+            try:
+                return _run_locked(args, processed)
+            finally:
+                _stop_children()
     except ProcessedDirLocked as exc:
         print(f"newsdedup: {exc}", file=sys.stderr)
         return 3
-    if not args.force and pending_files(Path(args.raw_dir), Path(args.processed_dir)) == 0:
+
+
+def _run_locked(args: argparse.Namespace, processed: Path) -> int:
+    from pipeline.ingest import RunSummary, pending_files, summary_markdown
+    from pipeline.read import RawDirError
+    from pipeline.state import ProcessedDirLocked
+
+    check_state_database(processed)
+    finish_pending_parts(processed)  # a run killed after its commit: its parts go in place before "nothing new"
+    if not args.force and pending_files(Path(args.raw_dir), processed) == 0:
         print(f"newsdedup: nothing new under {args.raw_dir} since the last run; no flow run started "
               "(--force runs one anyway)")
         return 0
@@ -69,6 +84,83 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 0
         deferred_before = deferred
         print(f"\n{deferred} files left: running again\n")
+
+
+# The whole-file integrity check before a run, up to this size; larger databases get the
+# structural reads only (the schema, the small tables), which catch a truncated file.
+QUICK_CHECK_MAX_BYTES = 256 * 1024 * 1024
+
+
+def check_state_database(processed: Path) -> None:
+    """Raises ``sqlite3.DatabaseError`` when the state database is damaged; nothing when it is
+    fine or absent (a first run). Read-only: called before a run starts Prefect."""
+    from pipeline.state import STATE_FILE, connect
+
+    path = processed / STATE_FILE
+    if not path.exists():
+        return
+    conn = connect(processed, readonly=True)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        for table in ("meta", "runs", "parts"):
+            conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+        if path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("integrity check failed: " + "; ".join(problems)[:300])
+    finally:
+        conn.close()
+
+
+def finish_pending_parts(processed: Path) -> int | None:
+    """Parts a run committed but was killed before renaming (crash point ``committed``): put
+    in place now, under the writer lock the caller holds. Returns how many were pending, or
+    None when the dir holds no state yet."""
+    from pipeline.records import finish_parts
+    from pipeline.state import STATE_FILE, StateError, connect
+
+    if not (processed / STATE_FILE).exists():
+        return None
+    try:
+        reader = connect(processed, readonly=True)
+    except StateError:
+        return None
+    try:
+        pending = reader.execute("SELECT COUNT(*) FROM parts WHERE pending = 1").fetchone()[0]
+    finally:
+        reader.close()
+    if pending:
+        conn = connect(processed)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                finish_parts(conn, processed)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+    return int(pending)
+
+
+def _stop_children() -> None:
+    """No process of ours outlives `newsdedup run`: worker processes, then the forkserver and
+    the resource tracker that multiprocessing leaves behind (they would exit only after us)."""
+    import gc
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.terminate()
+        child.join(5)
+    gc.collect()  # finalizers of pool semaphores talk to the resource tracker: before it stops
+    from multiprocessing import forkserver, resource_tracker
+
+    for helper in (getattr(forkserver, "_forkserver", None), getattr(resource_tracker, "_resource_tracker", None)):
+        try:
+            helper._stop()  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001  (best effort: these exit after us anyway)
+            pass
 
 
 def _usage_error(message: object) -> int:
@@ -227,12 +319,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _database_error(args: argparse.Namespace, exc: sqlite3.DatabaseError) -> str:
+    """One line: what is wrong with the state database, and what to do about it."""
+    processed = getattr(args, "processed_dir", None) or "processed"
+    path = Path(processed) / "state.sqlite"
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    damaged = (type(exc) is sqlite3.DatabaseError or name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+               or "no such table" in str(exc) or "malformed" in str(exc))
+    if not damaged:
+        return f"cannot use the state database {path}: {exc}"
+    raw = getattr(args, "raw_dir", None) or "raw"
+    return (f"the state database {path} is damaged ({exc}); nothing was changed. Restore it (with its -wal file) "
+            f"from a backup, or rebuild it: newsdedup run --raw-dir {raw} --processed-dir NEW_DIR "
+            "reads every raw file again into a new processed dir")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
     except StateError as exc:
         print(f"newsdedup: {exc}", file=sys.stderr)
+        code = 2
+    except sqlite3.DatabaseError as exc:  # a truncated or overwritten state.sqlite: no traceback
+        print(f"newsdedup: {_database_error(args, exc)}", file=sys.stderr)
         code = 2
     except BrokenPipeError:  # `newsdedup records | head`
         code = 0

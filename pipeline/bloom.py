@@ -8,21 +8,25 @@ there are no false negatives, which is what keeps the results exact.
 The filter lives in ``processed/index.bloom`` next to the state database. It carries the
 number of the run that last wrote it; the database records the same number in the same
 transaction as the buckets. A filter whose number disagrees (a crash between the commit
-and the rename) is rebuilt from the buckets, never trusted.
+and the rename) is rebuilt from the buckets, never trusted, and so is a damaged one: the
+file carries a CRC-32 of its header fields and bits, checked on load (a filter with bits
+zeroed or flipped would silently change which keys are looked up). A file of the first
+format, without the checksum, also loads as "none": the next run rebuilds it.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 BLOOM_FILE = "index.bloom"
-_MAGIC = b"NDBLOOM1"
-_HEADER = struct.Struct("<8sqqq")  # magic, generation, keys added, bits
+_MAGIC = b"NDBLOOM2"  # NDBLOOM1 files (no checksum) are not read: rebuilt instead
+_HEADER = struct.Struct("<8sqqqI")  # magic, generation, keys added, bits, CRC-32 of the rest
 HASHES = 4
 BITS_PER_KEY = 12  # with 4 hashes: under 1 % false positives at capacity
 MIN_BITS = 1 << 23  # 1 MB: small corpora stay cheap
@@ -79,9 +83,14 @@ class BloomFilter:
 
     def save_tmp(self, directory: Path) -> Path:
         tmp = directory / f".tmp-{BLOOM_FILE}"
-        with open(tmp, "wb") as fh:
-            fh.write(_HEADER.pack(_MAGIC, self.generation, self.keys, self.bits))
-            fh.write(self.array.tobytes())
+        # A symlink planted under the temporary name is removed, never written through (O_NOFOLLOW).
+        if tmp.is_symlink():
+            tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(_HEADER.pack(_MAGIC, self.generation, self.keys, self.bits,
+                                  _checksum(self.generation, self.keys, self.bits, self.array)))
+            fh.write(memoryview(self.array))
             fh.flush()
             os.fsync(fh.fileno())
         return tmp
@@ -97,14 +106,17 @@ class BloomFilter:
                 header = fh.read(_HEADER.size)
                 if len(header) != _HEADER.size:
                     return None
-                magic, generation, keys, bits = _HEADER.unpack(header)
+                magic, generation, keys, bits, crc = _HEADER.unpack(header)
                 if magic != _MAGIC or bits <= 0 or bits & (bits - 1):
                     return None
                 array = np.fromfile(fh, dtype=np.uint8, count=bits // 8)  # one writable copy, no more
-        except FileNotFoundError:
+                trailing = fh.read(1)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
-        if array.size != bits // 8:
-            return None  # truncated
+        if array.size != bits // 8 or trailing:
+            return None  # truncated, or more than a filter
+        if crc != _checksum(generation, keys, bits, array):
+            return None  # damaged: rebuilt from the buckets, never trusted
         bloom = cls.__new__(cls)
         bloom.bits, bloom.generation, bloom.keys = bits, generation, keys
         bloom.array = array
@@ -116,6 +128,11 @@ class BloomFilter:
         for chunk in key_chunks:
             bloom.add(chunk)
         return bloom
+
+
+def _checksum(generation: int, keys: int, bits: int, array: np.ndarray) -> int:
+    crc = zlib.crc32(struct.pack("<qqq", generation, keys, bits))
+    return zlib.crc32(memoryview(np.ascontiguousarray(array)), crc)
 
 
 def install(directory: Path) -> None:

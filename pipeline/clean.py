@@ -120,9 +120,17 @@ class CleanDocument:
     furniture: list[Furniture]
 
 
+# Control characters other than tab and line breaks: never text (NUL breaks PostgreSQL jsonb,
+# others break XML); dropped.
+_CONTROL_RE = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
+
+
 def normalize(text: str) -> str:
-    """NFC, odd spaces to plain spaces, zero-width marks dropped, whitespace collapsed per line."""
+    """NFC, odd spaces to plain spaces, zero-width marks and control characters dropped,
+    whitespace collapsed per line."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if _CONTROL_RE.search(text):
+        text = _CONTROL_RE.sub("", text)
     if text.isascii():  # the common case: no odd spaces or zero-width marks possible, NFC already
         if "  " in text or "\t" in text:
             text = _SPACE_RE.sub(" ", text)
@@ -281,8 +289,11 @@ def clean_document(doc: Document) -> CleanDocument:
     """Paragraphs and furniture of one document."""
     furniture: list[Furniture] = []
     if doc.blocks is not None:
-        blocks = [[normalize(text).replace("\n", " ")] for _, text in doc.blocks]
-        kinds = [kind for kind, _ in doc.blocks]
+        # Blocks left empty by normalising (a zero-width space, a lone control character) are no paragraph.
+        normalized = [(kind, normalize(text).replace("\n", " ").strip()) for kind, text in doc.blocks]
+        kept_blocks = [(kind, text) for kind, text in normalized if text]
+        blocks = [[text] for _, text in kept_blocks]
+        kinds = [kind for kind, _ in kept_blocks]
     else:
         blocks = split_blocks(doc.text or "")
         kinds = ["" for _ in blocks]

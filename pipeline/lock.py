@@ -11,12 +11,18 @@ import errno
 import fcntl
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 LOCK_FILE = ".lock"
+
+# Locks held with share_in_process=True, by processed dir: nested writer_lock calls of the same
+# process (the flow that `newsdedup run` starts) enter at once instead of refusing themselves.
+_SHARED: dict[str, int] = {}
+_SHARED_GUARD = threading.Lock()
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a FIFO"),
           (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
@@ -58,12 +64,28 @@ def _open_lock(path: Path) -> int:
 
 
 @contextmanager
-def writer_lock(processed_dir: Path, wait_seconds: float = 0.0) -> Iterator[None]:
-    """Exclusive lock on ``processed/.lock``; the OS drops it when the process dies."""
+def writer_lock(processed_dir: Path, wait_seconds: float = 0.0, share_in_process: bool = False) -> Iterator[None]:
+    """Exclusive lock on ``processed/.lock``; the OS drops it when the process dies.
+
+    ``share_in_process``: while held, other ``writer_lock`` calls of this process on the same
+    dir enter without locking again (``newsdedup run`` holds the lock from its first check to
+    the end of the flow it starts, so a second run started meanwhile is refused at once)."""
     from pipeline.state import ProcessedDirLocked, utc_now
 
     processed_dir = Path(processed_dir)
     processed_dir.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(processed_dir)
+    with _SHARED_GUARD:
+        nested = key in _SHARED
+        if nested:
+            _SHARED[key] += 1
+    if nested:
+        try:
+            yield
+        finally:
+            with _SHARED_GUARD:
+                _SHARED[key] -= 1
+        return
     fd = _open_lock(processed_dir / LOCK_FILE)
     deadline = time.monotonic() + wait_seconds
     try:
@@ -82,6 +104,14 @@ def writer_lock(processed_dir: Path, wait_seconds: float = 0.0) -> Iterator[None
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {utc_now()}".encode(), 0)
-        yield
+        if share_in_process:
+            with _SHARED_GUARD:
+                _SHARED[key] = 0
+        try:
+            yield
+        finally:
+            if share_in_process:
+                with _SHARED_GUARD:
+                    _SHARED.pop(key, None)
     finally:
         os.close(fd)  # closing releases the flock

@@ -98,10 +98,17 @@ class Document:
 
 
 def scan_raw(raw_dir: Path) -> tuple[list[RawEntry], list[Problem]]:
-    """Every regular file under ``raw_dir``, sorted by path.
+    """Every regular file under ``raw_dir``, sorted by path, and a ``Problem`` for each thing
+    found there that is not read.
 
-    Symlinks are never followed (they could lead outside the raw dir); hidden files
-    (``.gitkeep``, editor swap files) are skipped; other suffixes are reported.
+    - Hidden names (a leading ".": ``.gitkeep``, editor swap files, a scraper's partial
+      download, ``.git/``) are skipped on purpose, files and directories alike, without a
+      quarantine entry: they are temporary or tool files, never articles.
+    - Symlinks are never followed (they could lead outside the raw dir): a symlink to a file
+      or to a directory is reported, and so is a directory the run may not read.
+    - A name that is not valid UTF-8 is reported under its escaped form (``caf\\xe9.txt``):
+      paths are stored as UTF-8 in records, reports and the state database.
+    - Other suffixes are reported.
     """
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
@@ -109,28 +116,70 @@ def scan_raw(raw_dir: Path) -> tuple[list[RawEntry], list[Problem]]:
     root = raw_dir.resolve()
     entries: list[RawEntry] = []
     problems: list[Problem] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            abs_path = Path(dirpath) / name
-            rel = abs_path.relative_to(root).as_posix()
-            if abs_path.is_symlink():
-                problems.append(Problem(rel, "symlink not followed: raw files must be regular files "
-                                             "inside the raw dir"))
-                continue
-            if not abs_path.is_file():
-                problems.append(Problem(rel, "not a regular file"))
-                continue
-            if abs_path.suffix.lower() not in SUPPORTED_SUFFIXES:
-                problems.append(Problem(rel, f"unsupported file type {abs_path.suffix or '(none)'!r}: "
-                                             f"expected one of {', '.join(sorted(SUPPORTED_SUFFIXES))}"))
-                continue
-            entries.append(RawEntry(rel, abs_path, abs_path.stat().st_size))
-    # os.walk dirnames ordering above keeps this stable; sort once more for clarity.
+    _walk(str(root), entries, problems)
     entries.sort(key=lambda e: e.path)
     return entries, problems
+
+
+def printable_path(rel: str) -> str:
+    """A path as it can be stored and shown: bytes that are not UTF-8 (which ``os`` hands over
+    as lone surrogates) written as ``\\xNN``."""
+    try:
+        rel.encode("utf-8")
+        return rel
+    except UnicodeEncodeError:
+        return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
+
+def _walk(root: str, entries: list[RawEntry], problems: list[Problem]) -> None:
+    stack = [(root, "")]  # a stack, not recursion: a hostile tree may nest thousands deep
+    while stack:
+        directory, prefix = stack.pop()
+        try:
+            with os.scandir(directory) as listing:
+                items = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            if not prefix:
+                raise RawDirError(f"raw dir {root} cannot be read: {exc.strerror or exc}") from exc
+            problems.append(Problem(printable_path(prefix.rstrip("/")),
+                                    f"unreadable directory: {exc.strerror or exc}; the files in it were not read "
+                                    "(give the run read and search permission on it)"))
+            continue
+        subdirs = []
+        for item in items:
+            if item.name.startswith("."):
+                continue  # hidden: skipped on purpose (see scan_raw)
+            rel = prefix + item.name
+            shown = printable_path(rel)
+            try:
+                if item.is_symlink():
+                    to_dir = item.is_dir()  # follows the link, only to say what it points to
+                    problems.append(Problem(shown, "symlink not followed: raw files must be regular files inside the "
+                                                   "raw dir" + (" (this one points to a directory, whose files were "
+                                                                "not read)" if to_dir else "")))
+                    continue
+                if item.is_dir(follow_symlinks=False):
+                    subdirs.append((item.path, rel + "/"))
+                    continue
+                if not item.is_file(follow_symlinks=False):
+                    problems.append(Problem(shown, "not a regular file"))
+                    continue
+                size = item.stat(follow_symlinks=False).st_size
+            except OSError as exc:
+                problems.append(Problem(shown, f"unreadable: {exc.strerror or exc}"))
+                continue
+            if shown != rel:
+                problems.append(Problem(shown, "file name is not valid UTF-8 (shown here with \\xNN escapes); paths "
+                                               "are stored as UTF-8, so the file is not read: rename it to UTF-8 "
+                                               "(e.g. `convmv -f latin1 -t utf-8`) and the next run reads it"))
+                continue
+            suffix = Path(item.name).suffix
+            if suffix.lower() not in SUPPORTED_SUFFIXES:
+                problems.append(Problem(rel, f"unsupported file type {suffix or '(none)'!r}: "
+                                             f"expected one of {', '.join(sorted(SUPPORTED_SUFFIXES))}"))
+                continue
+            entries.append(RawEntry(rel, Path(item.path), size))
+        stack.extend(reversed(subdirs))
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -160,7 +209,8 @@ _BOMS = (
 
 
 def decode_text(data: bytes) -> str:
-    """Bytes -> text: BOM, then strict UTF-8, then charset detection; binary is refused."""
+    """Bytes -> text: BOM, then UTF-8 (repairing a few stray bytes), then the single-byte code
+    page whose letters fit a language; binary is refused. NUL characters are dropped."""
     if not data.strip():
         raise BadInput("empty file")
     text = _decode_bom(data)
@@ -173,12 +223,19 @@ def decode_text(data: bytes) -> str:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            text = _detect_and_decode(data)
+            text = _decode_not_utf8(data)
     if _looks_binary(text):
         raise BadInput("binary content: not a text, HTML or JSON file")
     if _implausible(text):
         raise BadInput("undecodable: the bytes decode only to replacement or unassigned characters")
+    text = text.replace("\x00", "")
+    if not _INVISIBLE_RE.sub("", text):
+        raise BadInput("empty file: nothing but spaces or invisible characters")
     return text
+
+
+# Characters that show nothing: spaces of every kind, zero-width marks, BOMs, NUL.
+_INVISIBLE_RE = re.compile("[\\s\x00\u00a0\u1680\u2000-\u200f\u2028-\u202f\u205f-\u2064\u3000\ufeff]+")
 
 
 def _decode_bom(data: bytes) -> str | None:
@@ -240,25 +297,147 @@ def _implausible(text: str) -> bool:
     return odd / len(sample) > 0.02
 
 
-def _detect_and_decode(data: bytes) -> str:
+# --- bytes that are not UTF-8 ----------------------------------------------------------------
+
+_ESCAPED_RE = re.compile("[\udc80-\udcff]")
+
+
+def _cp1252_byte(exc: UnicodeError) -> tuple[str, int]:
+    """Error handler: each byte that is not UTF-8 read as Windows-1252 (a stray "\\xe9" is é)."""
+    assert isinstance(exc, UnicodeDecodeError)
+    return exc.object[exc.start:exc.end].decode("cp1252", "replace"), exc.end
+
+
+codecs.register_error("newsdedup-cp1252", _cp1252_byte)
+
+
+def _utf8_counts(data: bytes) -> tuple[int, int]:
+    """(valid multi-byte UTF-8 characters, bytes that are not UTF-8)."""
+    text = data.decode("utf-8", "surrogateescape")
+    invalid = len(_ESCAPED_RE.findall(text))
+    non_ascii = len(text) - len(text.encode("ascii", "ignore").decode("ascii"))
+    return non_ascii - invalid, invalid
+
+
+def _mostly_utf8(data: bytes) -> bool:
+    """UTF-8 with a few stray bytes (a pasted Windows-1252 word, a cut character): at least as
+    many valid multi-byte characters as invalid bytes. Text in a single-byte code page almost
+    never forms a valid multi-byte sequence (that needs a capital such as "Ã" followed by a
+    symbol), so this does not mistake it for UTF-8."""
+    valid, invalid = _utf8_counts(data)
+    return valid > 0 and invalid <= valid
+
+
+def _decode_not_utf8(data: bytes) -> str:
+    if _mostly_utf8(data):
+        return data.decode("utf-8", "newsdedup-cp1252")
     if _binary_bytes(data):
         raise BadInput("binary content: not a text, HTML or JSON file")
+    encoding = _single_byte_encoding(data)
+    if encoding is None:
+        raise BadInput("undecodable: not UTF-8 and no text encoding fits")
+    return data.decode(encoding)
+
+
+# The letters beyond ASCII of languages written in the Latin script (lower case). A decoding
+# whose letters all belong to one of these reads as a language; a wrong code page mixes
+# letters of several ("ministčre": French è read as Czech č).
+_LATIN_LANGUAGES = (
+    "àâæçéèêëîïôœùûüÿ",  # French
+    "äöüß",  # German
+    "áéíóúñü",  # Spanish
+    "áâãàçéêíóôõú",  # Portuguese
+    "àèéìíîòóù",  # Italian
+    "àçèéíïòóúü",  # Catalan
+    "ëïéèöüáóú",  # Dutch
+    "åæøäöéü",  # Danish, Norwegian, Swedish
+    "áðéíóúýþæö",  # Icelandic
+    "äöåšž",  # Finnish
+    "áčďéěíňóřšťúůýž",  # Czech
+    "áäčďéíĺľňóôŕšťúýž",  # Slovak
+    "ąćęłńóśźż",  # Polish
+    "áéíóöőúüű",  # Hungarian
+    "ăâîșțşţ",  # Romanian
+    "čćđšž",  # Croatian, Serbian (Latin), Bosnian, Slovene
+    "çğıöşüâî",  # Turkish
+    "ąčęėįšųūž",  # Lithuanian
+    "āčēģīķļņšūž",  # Latvian
+    "äõöüšž",  # Estonian
+    "çë",  # Albanian
+)
+# Single-byte code pages tried for Latin-script text, Windows-1252 first: it wins ties.
+_LATIN_CODE_PAGES = ("cp1252", "cp1250", "cp1254", "cp1257")
+_SCORE_SAMPLE = 65536
+
+
+def _script(ch: str) -> str:
+    try:
+        return unicodedata.name(ch).split(" ", 1)[0]
+    except ValueError:
+        return "?"
+
+
+def _fit(text: str) -> float:
+    """How well the characters beyond ASCII read as one language (1.0: all of them).
+
+    Counted: letters, symbols inside words ("Wa³êsa"), C1 controls and U+FFFD. A letter of a
+    non-Latin script fits its script as a whole (Cyrillic, Greek, CJK...)."""
+    letters: Counter[str] = Counter()
+    odd = 0
+    for m in _NON_ASCII_RE.finditer(text):
+        ch = m.group()
+        if ch.isalpha():
+            low = ch.lower()
+            letters[low if len(low) == 1 else ch] += 1  # "İ".lower() is two characters
+        elif ch == "\ufffd" or "\x80" <= ch <= "\x9f" or unicodedata.category(ch) == "Cn":
+            odd += 1
+        else:
+            i = m.start()
+            if 0 < i < len(text) - 1 and text[i - 1].isalpha() and text[i + 1].isalpha():
+                odd += 1  # a symbol where a letter belongs
+    total = sum(letters.values()) + odd
+    if total == 0:
+        return 1.0
+    by_script: Counter[str] = Counter()
+    for ch, count in letters.items():
+        script = _script(ch)
+        by_script["CJK" if script in ("CJK", "HIRAGANA", "KATAKANA", "HANGUL") else script] += count
+    best = max((count for script, count in by_script.items() if script != "LATIN"), default=0)
+    for alphabet in _LATIN_LANGUAGES:
+        best = max(best, sum(count for ch, count in letters.items() if ch in alphabet))
+    return best / total
+
+
+def _single_byte_encoding(data: bytes) -> str | None:
+    """The encoding whose decoding reads best as one language: charset_normalizer's guess
+    and the Latin-script Windows code pages, compared on their letters; Windows-1252 wins
+    ties, then the guess."""
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data).best()
-    if best is None:
-        raise BadInput("undecodable: not UTF-8 and no text encoding fits")
-    return str(best)
+    guess = from_bytes(data).best()
+    candidates = list(dict.fromkeys(
+        [_LATIN_CODE_PAGES[0]] + ([guess.encoding] if guess is not None else []) + list(_LATIN_CODE_PAGES[1:])))
+    sample = data[:_SCORE_SAMPLE]
+    scored = []
+    for rank, encoding in enumerate(candidates):
+        try:
+            data.decode(encoding)
+        except (UnicodeDecodeError, LookupError):
+            continue
+        scored.append((_fit(sample.decode(encoding, "ignore")), -rank, encoding))
+    return max(scored)[2] if scored else None
 
 
 _CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\t\n\r\f\v")
 
 
 def _binary_bytes(data: bytes) -> bool:
-    """NUL or other control bytes in the opening (UTF-16 was already ruled out)."""
+    """NUL or other control bytes make up much of the opening (UTF-16 was already ruled out).
+    One stray NUL does not make a file binary: NUL characters are dropped from text."""
     sample = data[:8192]
     controls = len(sample) - len(sample.translate(None, _CONTROL_BYTES))
-    return b"\x00" in sample or controls / len(sample) > 0.05
+    nuls = sample.count(0)
+    return (nuls > 2 and nuls / len(sample) > 0.01) or controls / len(sample) > 0.05
 
 
 _CONTROL_CHARS_RE = re.compile("[\x00-\x08\x0e-\x1f]")
@@ -269,32 +448,105 @@ def _looks_binary(text: str) -> bool:
     if not sample:
         return False
     controls = len(_CONTROL_CHARS_RE.findall(sample))
-    return "\x00" in sample or controls / len(sample) > 0.05
+    nuls = sample.count("\x00")
+    return (nuls > 2 and nuls / len(sample) > 0.01) or controls / len(sample) > 0.05
 
 
 def parse(entry: RawEntry, data: bytes) -> tuple[list[Document], list[Problem]]:
     """Decode and parse one raw file; raises ``BadInput`` when nothing in it is usable."""
     sha = sha256_bytes(data)
-    text = decode_text(data)
     suffix = entry.abs_path.suffix.lower()
-    if suffix in HTML_SUFFIXES:
-        documents, problems = [_html_document(entry.path, None, sha, text, {})], []
-    elif suffix in JSON_SUFFIXES | JSONL_SUFFIXES:
-        documents, problems = _json_documents(entry.path, sha, text, lines=suffix in JSONL_SUFFIXES)
+    if suffix in JSONL_SUFFIXES:  # decoded line by line: one bad line costs only its item
+        documents, problems = _json_documents(entry.path, sha, decode_json_lines(data), lines=True)
     else:
-        documents, problems = [Document(entry.path, None, sha, "text", text=text)], []
+        text = decode_text(data)
+        if suffix in HTML_SUFFIXES:
+            documents, problems = [_html_document(entry.path, None, sha, text, {})], []
+            if not _has_text(documents[0].blocks or []):
+                raise BadInput("no article text: the HTML holds no visible text")
+        elif suffix in JSON_SUFFIXES:
+            documents, problems = _json_documents(entry.path, sha, text, lines=False)
+        else:
+            documents, problems = [Document(entry.path, None, sha, "text", text=text)], []
     for doc in documents:
         _repair_document(doc)
     return documents, problems
 
 
+def _has_text(blocks: list[tuple[str, str]]) -> bool:
+    return any(_INVISIBLE_RE.sub("", text) for _, text in blocks)
+
+
+def decode_json_lines(data: bytes) -> Lines:
+    """(line, error) for each line of a JSON Lines file, decoded line by line.
+
+    A file that is UTF-8 except for some lines keeps its good lines: a line with a few stray
+    bytes is repaired (read as Windows-1252), a line of binary or otherwise undecodable bytes
+    gets an error, and costs only its own item. A file in a single-byte code page is read
+    in the one that fits its (non-binary) lines."""
+    if not data.strip():
+        raise BadInput("empty file")
+    if any(data.startswith(bom) for bom, _ in _BOMS) or _sniff_utf16(data):
+        return [(line, None) for line in decode_text(data).splitlines()]
+    try:
+        return [(line.replace("\x00", ""), None) for line in data.decode("utf-8").splitlines()]
+    except UnicodeDecodeError:
+        pass
+    raw_lines = data.split(b"\n")
+    filled = [raw for raw in raw_lines if raw.strip()]
+    failing = 0
+    for raw in filled:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            failing += 1
+    utf8 = _mostly_utf8(data) or failing * 2 < len(filled)
+    encoding = None
+    if not utf8:
+        readable = [raw for raw in filled if not _binary_bytes(raw)]
+        encoding = _single_byte_encoding(b"\n".join(readable)) if readable else None
+    lines: Lines = []
+    for lineno, raw in enumerate(raw_lines, 1):
+        if not raw.strip():
+            lines.append(("", None))
+            continue
+        try:
+            lines.append((_decode_line(raw, utf8, encoding).replace("\x00", ""), None))
+        except BadInput as exc:
+            lines.append(("", f"undecodable line {lineno}: {exc}"))
+    return lines
+
+
+def _decode_line(raw: bytes, utf8: bool, encoding: str | None) -> str:
+    if utf8:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        valid, invalid = _utf8_counts(raw)
+        if _binary_bytes(raw) or invalid > max(valid, len(raw) * 0.05):
+            raise BadInput("not UTF-8 like the rest of the file (nor UTF-8 with a few stray bytes)")
+        text = raw.decode("utf-8", "newsdedup-cp1252")
+    else:
+        if _binary_bytes(raw) or encoding is None:
+            raise BadInput("binary content, in no text encoding")
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise BadInput(f"not {encoding} like the rest of the file") from exc
+    if _looks_binary(text) or _implausible(text):
+        raise BadInput("binary or undecodable content")
+    return text
+
+
 def _repair_document(doc: Document) -> None:
-    """Mojibake repaired wherever the document carries text (body, blocks, stated fields)."""
+    """Mojibake repaired and NUL characters dropped wherever the document carries text
+    (body, blocks, stated fields)."""
     if doc.text is not None:
-        doc.text = repair_mojibake(doc.text)
+        doc.text = repair_mojibake(doc.text.replace("\x00", ""))
     if doc.blocks is not None:
-        doc.blocks = [(kind, repair_mojibake(text)) for kind, text in doc.blocks]
-    doc.meta = {key: repair_mojibake(value) for key, value in doc.meta.items()}
+        doc.blocks = [(kind, repair_mojibake(text.replace("\x00", ""))) for kind, text in doc.blocks]
+    doc.meta = {key: repair_mojibake(value.replace("\x00", "")) for key, value in doc.meta.items()}
 
 
 def _html_document(path: str, item: int | None, sha: str, markup: str, meta: dict[str, str]) -> Document:
@@ -312,9 +564,9 @@ _LONE_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 def _clean_json(value: Any) -> Any:
     """JSON that Python parses but UTF-8 and strict JSON cannot hold: an escaped lone
-    surrogate ("\\ud800") becomes U+FFFD, NaN and Infinity become null."""
-    if isinstance(value, str):
-        return _LONE_SURROGATE_RE.sub("\ufffd", value)
+    surrogate ("\\ud800") becomes U+FFFD, NUL is dropped, NaN and Infinity become null."""
+    if isinstance(value, str):  # NUL ("\\u0000") is dropped: no record text may hold it
+        return _LONE_SURROGATE_RE.sub("\ufffd", value).replace("\x00", "")
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return None
     if isinstance(value, list):
@@ -336,16 +588,21 @@ def _loads(text: str) -> Any:
         raise BadInput(f"malformed JSON: {str(exc)[:200]}") from exc
 
 
-def _iter_json_objects(text: str, lines: bool) -> Iterator[tuple[int, Any, str | None]]:
-    """(item, object, error) for each article object of a JSON or JSON Lines file."""
-    if lines:
-        yield from _iter_json_lines(text)
+Lines = list[tuple[str, str | None]]  # (line, error) per line of a JSON Lines file
+
+
+def _iter_json_objects(source: str | Lines, lines: bool) -> Iterator[tuple[int, Any, str | None]]:
+    """(item, object, error) for each article object of a JSON file (``source`` its text) or a
+    JSON Lines file (``source`` its decoded lines, see ``decode_json_lines``)."""
+    if lines or not isinstance(source, str):
+        yield from _iter_json_lines(source if not isinstance(source, str) else [(s, None) for s in source.splitlines()])
         return
+    text = source
     try:
         value = _loads(text)
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data" and _is_json_lines(text):
-            yield from _iter_json_lines(text)  # a JSON Lines export saved as .json
+            yield from _iter_json_lines([(line, None) for line in text.splitlines()])  # JSON Lines saved as .json
             return
         raise BadInput(f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
     if isinstance(value, dict):
@@ -358,10 +615,14 @@ def _iter_json_objects(text: str, lines: bool) -> Iterator[tuple[int, Any, str |
         yield item, obj, None
 
 
-def _iter_json_lines(text: str) -> Iterator[tuple[int, Any, str | None]]:
+def _iter_json_lines(lines: Lines) -> Iterator[tuple[int, Any, str | None]]:
     """Items count non-blank lines from 0; a bad line is reported and the others still read."""
     item = 0
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, (line, error) in enumerate(lines, 1):
+        if error is not None:
+            yield item, None, error
+            item += 1
+            continue
         if not line.strip():
             continue
         try:
@@ -381,7 +642,7 @@ def _is_json_lines(text: str) -> bool:
         return False
 
 
-def _json_documents(path: str, sha: str, text: str, lines: bool) -> tuple[list[Document], list[Problem]]:
+def _json_documents(path: str, sha: str, text: str | Lines, lines: bool) -> tuple[list[Document], list[Problem]]:
     documents: list[Document] = []
     problems: list[Problem] = []
     for item, obj, error in _iter_json_objects(text, lines):
@@ -443,7 +704,7 @@ def json_object_document(path: str, item: int, sha: str, obj: dict[str, Any]) ->
         if isinstance(markup, str) and markup.strip():
             doc = _html_document(path, item, sha, markup, meta)
             doc.extra = extra
-            if doc.blocks:
+            if doc.blocks and _has_text(doc.blocks):
                 return doc
     for key in JSON_TEXT_FIELDS:
         body = obj.get(key)
