@@ -19,7 +19,8 @@ Two kinds of page sets (neither is in this repository: they are third-party page
   Token-level scoring as in the Web Content Extraction Benchmark: each text is a bag of
   lower-cased ``\\w+`` tokens; per page precision = shared tokens / extracted tokens, recall =
   shared tokens / true tokens, F1; reported as mean and median over pages. ``dup`` counts pages
-  whose output repeats a block of 8+ words (the symptom of a table walked twice).
+  whose output repeats a block of 8+ words more often than the true text does (the symptom
+  of a table walked twice).
 
 ``--compare`` also scores trafilatura alone (``include_comments=False``) and readability-lxml
 (printed as skipped when it is not installed; it is a bench-only comparison, not a dependency);
@@ -133,16 +134,18 @@ def token_prf(predicted: str, truth: str) -> tuple[float, float, float]:
     return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
-def repeats_a_block(text: str, min_words: int = 8) -> bool:
-    """True when a line of ``min_words``+ words occurs twice in the output."""
-    seen: set[str] = set()
+def repeats_a_block(text: str, truth: str | None = None, min_words: int = 8) -> bool:
+    """True when a line of ``min_words``+ words occurs twice in the output (more often than in
+    the true text, when given: a page may repeat a line itself)."""
+    seen: Counter[str] = Counter()
+    true_text = collapse(truth) if truth is not None else None
     for line in text.splitlines():
         line = collapse(line)
         if len(line.split()) < min_words:
             continue
-        if line in seen:
+        seen[line] += 1
+        if seen[line] > 1 and (true_text is None or seen[line] > true_text.count(line)):
             return True
-        seen.add(line)
     return False
 
 
@@ -238,7 +241,7 @@ def score_tokens(name: str, fn: Extractor, docs: list[tuple[str, str, str]]) -> 
         s.seconds += seconds
         s.errors += not ok
         s.per_page[page] = token_prf(text, truth)
-        if repeats_a_block(text):
+        if repeats_a_block(text, truth):
             s.duplicated.append(page)
     return s
 

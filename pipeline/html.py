@@ -121,7 +121,8 @@ def extract_article(html: str, url: str | None = None) -> HtmlArticle:
         fallback = _paragraph_fallback(html)
         if fallback:
             blocks = fallback
-    blocks = [_retype_block(kind, text) for kind, text in blocks]
+    # a block that is only a URL is a permalink/share line, never article text
+    blocks = [_retype_block(kind, text) for kind, text in blocks if not _BARE_URL.fullmatch(text)]
     blocks = _drop_leading_title(blocks, meta.get("title"), titles, meta.get("outlet"))
     if not any(kind == "body" for kind, _ in blocks):
         _no_article_text(html)
@@ -150,6 +151,9 @@ def _no_article_text(html: str) -> None:
     else:
         hint = "save the page as rendered by a browser, or the page it frames"
     raise BadInput(f"{reason}: {hint}")
+
+
+_BARE_URL = re.compile(r"(?:https?://|www\.)\S+")
 
 
 def _retype_block(kind: str, text: str) -> tuple[str, str]:
@@ -225,6 +229,7 @@ _BOILERPLATE_WORD = re.compile(
 )
 
 
+@lru_cache(maxsize=65536)
 def _boilerplate_marks(value: str) -> bool:
     """True when a class/id value names page furniture (see _BOILERPLATE_WORDS)."""
     return any(_boilerplate_token(token) for token in value.split())
@@ -318,6 +323,23 @@ def _link_bar(el: Any) -> bool:
     return bool(_BAR_SEPARATORS.fullmatch(rest))
 
 
+def _teaser_grid(el: Any) -> bool:
+    """3+ items, each a card whose heading is entirely a link (the headline of another story)
+    with at most a short subline: a "latest news" grid, never the article."""
+    items = [c for c in el if isinstance(c.tag, str) and c.tag not in _HEADINGS]
+    if len(items) < 3:
+        return False
+    for item in items:
+        head = next(item.iter(*_HEADINGS), None)
+        if head is None or len(item.text_content().split()) > 40:
+            return False
+        words = head.text_content().split()
+        linked = sum(len(a.text_content().split()) for a in head.iter("a"))
+        if not words or linked < len(words):
+            return False
+    return True
+
+
 def remove_boilerplate(tree: HtmlElement) -> int:
     """Drop (in place) related/teaser/sidebar/paywall/share/... boxes, breadcrumb and tools bars
     and hidden elements before main-content extraction; returns how many elements were removed.
@@ -373,16 +395,18 @@ def remove_boilerplate(tree: HtmlElement) -> int:
             or (el.get("aria-hidden") or "").strip().lower() == "true"
             or bool(_HIDDEN_STYLE.search(el.get("style") or ""))
         )
-        marks = f"{el.get('class') or ''} {el.get('id') or ''}"
+        cls, ident = el.get("class"), el.get("id")
+        marks = f"{cls or ''} {ident or ''}" if cls or ident else ""
         flagged = (
-            el.tag not in _HEADINGS
+            bool(marks)
+            and el.tag not in _HEADINGS
             and _boilerplate_marks(marks)
             and not _LAYOUT_ATTR.search(marks)
-            and not (_boilerplate_marks(el.get("id") or "") and _heading_anchor(el))
+            and not (ident and _boilerplate_marks(ident) and _heading_anchor(el))
         )
         if hidden or flagged:
             candidates.append((el, hidden, not hidden))
-        elif el in bar_scope and _link_bar(el):
+        elif el in bar_scope and (_link_bar(el) or _teaser_grid(el)):
             candidates.append((el, False, False))
     removed = 0
     flagged_p = 0

@@ -692,3 +692,35 @@ def test_noscript_notice_is_not_body_text() -> None:
     page = _page(f"<noscript><p>Please enable JavaScript to view the comments.</p></noscript>{ARTICLE}")
     text = texts(extract_article(page))
     assert BODY_1 in text and "enable JavaScript" not in text
+
+
+def test_teaser_grid_and_bare_url_lines_removed() -> None:
+    cards = "".join(
+        f'<li><a href="/n/{i}"><img src="/i/{i}.jpg"></a><div><h3><a href="/n/{i}">{title}</a></h3>'
+        f"<h4>{sub}</h4></div></li>"
+        for i, (title, sub) in enumerate(
+            [
+                ("Harbour ferry gets new timetable", "Boats every forty minutes"),
+                ("Mill Street depot to reopen", "A workshop for local groups"),
+                ("Valley line closed for repairs", "Buses replace trains in May"),
+            ]
+        )
+    )
+    page = _page(
+        f"<article><p>{BODY_1}</p><p>{BODY_2}</p><p>https://news.example.com/2024/tram-line-expansion</p>"
+        f'<p>{BODY_3}</p><ul class="latest">{cards}</ul><p>{BODY_4}</p></article>'
+    )
+    text = texts(extract_article(page))
+    assert BODY_1 in text and BODY_4 in text
+    assert "Mill Street depot" not in text and "Buses replace trains" not in text
+    assert "news.example.com" not in text
+
+
+def test_listicle_with_linked_headings_is_kept() -> None:
+    # an article's own linked sub-headings with real paragraphs under them are not a teaser grid
+    items = "".join(
+        f'<div class="item"><h2><a href="/p/{i}">Tool {i}</a></h2><p>{body}</p></div>'
+        for i, body in enumerate((BODY_1, BODY_2, BODY_3))
+    )
+    text = texts(extract_article(_page(f"<article>{items}<p>{BODY_4}</p></article>")))
+    assert BODY_1 in text and BODY_2 in text and BODY_3 in text
