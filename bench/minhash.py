@@ -1,4 +1,4 @@
-"""Benchmark: paragraph sketching and LSH against what a user would otherwise pick (datasketch).
+"""Benchmark: sketching and LSH against what a user would otherwise pick (datasketch).
 
 Paragraphs are generated from the sample corpus's vocabulary (30-70 words each). Figures are
 paragraphs per CPU-second (time.process_time), so a busy machine skews them less.
@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 from datasketch import MinHash, MinHashLSH  # noqa: E402
 
-from pipeline.dedup import DedupSettings, Sketcher, tokenize  # noqa: E402
+from pipeline.dedup import DedupSettings, band_keys, tokenize  # noqa: E402
+from pipeline.units import UnitSketcher  # noqa: E402
 
 
 def paragraphs(n: int, seed: int = 1) -> list[str]:
@@ -63,12 +64,14 @@ def main() -> None:
     per_cpu_second("datasketch MinHash.bulk()", len(texts),
                    lambda: MinHash.bulk([shingle_strings(t, settings.shingle_size) for t in texts],
                                         num_perm=settings.num_perm))
-    sketcher = Sketcher(settings)
-    sketcher.sketch(texts[:10])  # permutations built outside the timing
-    per_cpu_second("newsdedup Sketcher (shingles + signatures + band keys, batch)", len(texts),
-                   lambda: sketcher.sketch(texts))
+    sketcher = UnitSketcher(settings)
+    articles = [[("body", t)] for t in texts]
+    sketcher.sketch(articles[:10])  # permutations built outside the timing
+    per_cpu_second("newsdedup UnitSketcher (sentences, shingles, signatures; batch)", len(texts),
+                   lambda: sketcher.sketch(articles))
 
-    sketches = sketcher.sketch(texts)
+    units = sketcher.sketch(articles)
+    keys = [band_keys(u.signatures, settings.bands, settings.rows).ravel() for u in units]
     mins = MinHash.bulk([shingle_strings(t, settings.shingle_size) for t in texts], num_perm=settings.num_perm)
 
     def datasketch_lsh() -> None:
@@ -79,10 +82,10 @@ def main() -> None:
 
     def newsdedup_buckets() -> None:
         buckets: dict[int, list[int]] = {}
-        for i, s in enumerate(sketches):
-            for key in s.keys.tolist():
+        for i, article_keys in enumerate(keys):
+            for key in article_keys.tolist():
                 buckets.get(key)
-            for key in s.keys.tolist():
+            for key in article_keys.tolist():
                 buckets.setdefault(key, []).append(i)
 
     per_cpu_second("datasketch MinHashLSH query + insert (in memory)", len(texts), datasketch_lsh)

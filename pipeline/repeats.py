@@ -166,8 +166,10 @@ class _Pool:
         self.stored_root: dict[int, int] = {}  # pool index of a stored unit -> pool index of its root
         self.by_uid: dict[int, int] = {}
         self.article_start: list[int] = []
+        self.article_of: dict[str, int] = {}
         for a, article in enumerate(articles):
             self.article_start.append(len(self.record))
+            self.article_of[article.record_id] = a
             sets = article.units.shingle_sets()
             for seq in range(len(article.units)):
                 self._append(article.record_id, a, seq, int(article.units.para[seq]), sets[seq],
@@ -358,7 +360,7 @@ class RepeatEngine:
             units_passage=passage,
         )
         self._paragraphs(pool, article, decision, match, roots, covered | stub, stub, sim, est)
-        decision.duplicate_of = self._duplicate_of(pool, article, match, covered)
+        decision.duplicate_of = self._duplicate_of(pool, article, match, roots, source)
         return decision
 
     def _extend(self, pool: _Pool, article: RunArticle, base: int, match: dict[int, int], sim: dict[int, float],
@@ -374,6 +376,8 @@ class RepeatEngine:
                 neighbour = seq + step
                 if neighbour < 0 or neighbour >= len(units) or neighbour in match:
                     continue
+                if not units.eligible[neighbour] and units.para[neighbour] != units.para[seq]:
+                    continue  # a short line next to a repeated paragraph is no evidence (house lines need their own)
                 own = pool.sets[base + neighbour]
                 best: tuple[float, int] | None = None
                 for cand in (self._neighbour(pool, target, step, source), target):
@@ -509,18 +513,43 @@ class RepeatEngine:
                     round(float(np.average([sim[q] for q in evidence], weights=weights)), 4),
                     int(units.words[run].sum()))
 
-    def _duplicate_of(self, pool: _Pool, article: RunArticle, match: dict[int, int],
-                      covered: np.ndarray) -> tuple[str, float] | None:
-        total = int(article.units.words.sum())
+    def _duplicate_of(self, pool: _Pool, article: RunArticle, match: dict[int, int], roots: np.ndarray,
+                      source: UnitSource) -> tuple[str, float] | None:
+        """The earlier article this one copies nearly whole, with the share of words it covers.
+
+        A unit counts for article X when it matched X, or when X carries the same passage (its
+        first occurrence elsewhere): a syndicated copy of X meets X's background at the
+        background's first occurrence, not in X.
+        """
+        words = article.units.words
+        total = int(words.sum())
         if not total or not match:
             return None
-        by_record: dict[str, int] = {}
+        direct: dict[str, int] = {}
         for seq, target in match.items():
-            record = pool.record[target]
-            by_record[record] = by_record.get(record, 0) + int(article.units.words[seq])
-        record, words = min(by_record.items(), key=lambda kv: (-kv[1], kv[0]))
-        share = words / total
-        return (record, round(share, 4)) if share >= self.settings.duplicate_share else None
+            direct[pool.record[target]] = direct.get(pool.record[target], 0) + int(words[seq])
+        best: tuple[str, float] | None = None
+        for record, _ in sorted(direct.items(), key=lambda kv: (-kv[1], kv[0]))[:3]:
+            carried = self._roots_of_record(pool, record, source)
+            covered = sum(int(words[seq]) for seq, target in match.items()
+                          if pool.record[target] == record or pool.uid[int(roots[seq])] in carried)
+            share = round(covered / total, 4)
+            if share >= self.settings.duplicate_share and (best is None or share > best[1]):
+                best = (record, share)
+        return best
+
+    def _roots_of_record(self, pool: _Pool, record: str, source: UnitSource) -> set[int]:
+        """uids of the first occurrences that one earlier article's units lead to."""
+        art = pool.article_of.get(record)
+        if art is not None:
+            start = pool.article_start[art]
+            end = pool.article_start[art + 1] if art + 1 < len(pool.article_start) else pool.in_run
+            return {pool.uid[self._root(pool, i)] for i in range(start, end)}
+        cached = self._record_cache.get(record)
+        if cached is None:
+            cached = {u.seq: u for u in source.units_of_record(record)}
+            self._record_cache[record] = cached
+        return {u.root for u in cached.values()}
 
     # --- 6. house lines --------------------------------------------------------------
 
@@ -533,7 +562,7 @@ class RepeatEngine:
                 continue
             long_paras = set(article.units.para[article.units.eligible].tolist())
             for index, (kind, text) in enumerate(article.paragraphs):
-                if kind != "body" or index in long_paras or decision.paragraphs.get(index, (None, []))[0]:
+                if kind != "body" or index in long_paras:
                     continue
                 if not tokenize(text):
                     continue
@@ -550,7 +579,7 @@ class RepeatEngine:
         for a, index, key in lines:  # articles are in publication order
             earlier = seen.setdefault(key, [])
             records = {r for _, r, _ in earlier if r != articles[a].record_id}
-            if len(records) >= s.house_line_articles:
+            if len(records) >= s.house_line_articles and decisions[a].repeat_of(index) is None:
                 _, first_record, first_para = next(e for e in earlier if e[1] != articles[a].record_id)
                 text = articles[a].paragraphs[index][1]
                 passage = f"{first_record}:{first_para}"

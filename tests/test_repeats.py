@@ -155,3 +155,19 @@ def test_a_syndicated_copy_is_a_duplicate() -> None:
     assert got["b"].duplicate_of is not None and got["b"].duplicate_of[0] == "a"
     assert got["b"].duplicate_of[1] >= 0.8
     assert got["z"].duplicate_of is None and got["a"].duplicate_of is None
+
+
+def test_a_short_line_after_a_repeated_paragraph_needs_its_own_evidence() -> None:
+    # The footer follows repeated background in both articles; seen once before, it is not a house line.
+    footer = "Subscribe to our channel on Telegram."
+    got = decide([("a", [NEWS[0], HISTORY, footer]), ("b", [NEWS[1], HISTORY, footer])],
+                 groups={"a": "outlet:x", "b": "outlet:x"})
+    assert flagged(got["b"]) == {1: "a"}
+
+
+def test_a_copy_is_a_duplicate_even_where_its_source_repeats_others() -> None:
+    # b syndicates a, whose last paragraph is background first printed by z: b meets it at z.
+    original = [NEWS[0], NEWS[1], NEWS[2], HISTORY]
+    got = decide([("z", [NEWS[3], HISTORY]), ("a", original), ("b", original)])
+    assert flagged(got["b"]) == {0: "a", 1: "a", 2: "a", 3: "z"}
+    assert got["b"].duplicate_of == ("a", 1.0)

@@ -130,7 +130,7 @@ class Builder:
         if kind == "B":
             seg = self.segments(spec)[0]
             out = []
-            for i, s in zip(seg["sel"], seg["sents"]):
+            for i, s in zip(seg["sel"], seg["sents"], strict=False):
                 rep = (spec["key"], i) in self.seen
                 out.append({"text": s, "label": "repeat" if rep else "original",
                             "case": "line-per-sentence" if rep else "first"})
@@ -215,7 +215,7 @@ def sanity() -> None:
         body = (HERE / "articles" / name).read_text(encoding="utf-8").split("\n", 1)[1].strip("\n")
         paras = body.split("\n\n") if "\n\n" in body else body.split("\n")
         grams_here = set()
-        for p, lab in zip(paras, labels[name]["paragraphs"]):
+        for p, lab in zip(paras, labels[name]["paragraphs"], strict=False):
             toks = re.findall(r"\w+", p.lower())
             g = {tuple(toks[i:i + 5]) for i in range(len(toks) - 4)}
             grams_here |= g
