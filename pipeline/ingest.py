@@ -48,7 +48,6 @@ from pipeline.state import (
     connect,
     shingles_from_blob,
     signature_from_blob,
-    to_blob,
     utc_now,
     writer_lock,
 )
@@ -424,17 +423,24 @@ def _new_items(articles: list[PreparedArticle], next_uid: int, num_perm: int) ->
 
 def _unit_rows(item: _Item, decision: ArticleDecision) -> list[tuple[Any, ...]]:
     u = item.article.units
-    sets = u.shingle_sets()
-    rows = []
-    for seq in range(len(u)):
-        matched = int(decision.units_match[seq])
-        sim, est = decision.units_similarity[seq], decision.units_estimated[seq]
-        rows.append((int(item.article.uids[seq]), item.article.record_id, seq, int(u.para[seq]), int(u.start[seq]),
-                     int(u.end[seq]), int(u.words[seq]), int(u.eligible[seq]), to_blob(sets[seq]),
-                     to_blob(u.signatures[seq]), matched if matched >= 0 else None, int(decision.units_root[seq]),
-                     None if np.isnan(sim) else float(sim), None if np.isnan(est) else float(est),
-                     decision.units_passage[seq]))
-    return rows
+    n = len(u)
+    if not n:
+        return []
+    # One bytes object per array, sliced per unit: no per-unit numpy calls.
+    shingle_bytes = np.ascontiguousarray(u.shingles, dtype=np.uint32).tobytes()
+    ends = (np.cumsum(u.sizes) * 4).tolist()
+    starts = [0, *ends[:-1]]
+    sig_bytes = np.ascontiguousarray(u.signatures, dtype=np.uint32).tobytes()
+    width = u.signatures.shape[1] * 4
+    sims = [None if x != x else x for x in decision.units_similarity.tolist()]  # NaN -> NULL
+    ests = [None if x != x else x for x in decision.units_estimated.tolist()]
+    matches = [m if m >= 0 else None for m in decision.units_match.tolist()]
+    return list(zip(
+        item.article.uids.tolist(), [item.article.record_id] * n, range(n), u.para.tolist(), u.start.tolist(),
+        u.end.tolist(), u.words.tolist(), u.eligible.astype(int).tolist(),
+        [shingle_bytes[a:b] for a, b in zip(starts, ends, strict=True)],
+        [sig_bytes[i * width : (i + 1) * width] for i in range(n)],
+        matches, decision.units_root.tolist(), sims, ests, decision.units_passage, strict=True))
 
 
 def _span_rows(record_id: str, decision: ArticleDecision) -> list[tuple[Any, ...]]:
@@ -510,11 +516,11 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
 
 
 def _write_decisions(conn: Any, units: SqliteUnits, items: list[_Item], decisions: list[ArticleDecision],
-                     run: RunContext, summary: RunSummary, touched_parts: set[str]) -> list[dict[str, Any]]:
-    """Units, spans, house lines and records of every article of the run; returns the records
-    to write (new ones, and stored ones whose record changed)."""
+                     run: RunContext, summary: RunSummary, touched_parts: set[str]) -> list[str]:
+    """Units, spans, house lines and records of every article of the run; returns the record
+    lines to write (new ones, and stored ones whose record changed)."""
     new_part = part_name(run.run_seq)
-    written: list[dict[str, Any]] = []
+    written: list[str] = []
     unit_rows: list[tuple[Any, ...]] = []
     span_rows: list[tuple[Any, ...]] = []
     house_rows: list[tuple[str, int, str, int]] = []
@@ -539,12 +545,13 @@ def _write_decisions(conn: Any, units: SqliteUnits, items: list[_Item], decision
             summary.spans_flagged += sum(len(p["repeated_spans"]) for p in record["paragraphs"]
                                          if p["repeat_of"] is None)
             summary.duplicates += record["duplicate_of"] is not None
-        written.append(record)
+        line = dumps(record)  # serialised once: the database row and the part line are the same text
+        written.append(line)
         conn.execute(
             "INSERT OR REPLACE INTO articles (record_id, path, item, sha256, sort_key, part, run_seq, written_at, "
             "record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (record["id"], record["source"]["path"], record["source"].get("item", -1), record["source"]["sha256"],
-             item.order[0], new_part, run.run_seq, run.processed_at, dumps(record)),
+             item.order[0], new_part, run.run_seq, run.processed_at, line),
         )
     units.insert_units(unit_rows)
     units.insert_spans(span_rows)
@@ -552,13 +559,13 @@ def _write_decisions(conn: Any, units: SqliteUnits, items: list[_Item], decision
     return written
 
 
-def _write_parts(conn: Any, processed_dir: Path, run: RunContext, written: list[dict[str, Any]],
+def _write_parts(conn: Any, processed_dir: Path, run: RunContext, written: list[str],
                  touched_parts: set[str]) -> None:
     """The run's new part, and older parts that lost a record to it (hidden until renamed)."""
     records_dir = processed_dir / RECORDS_DIR
     new_part = part_name(run.run_seq)
     if written:
-        write_part_tmp(records_dir, new_part, [dumps(r) for r in written])
+        write_part_tmp(records_dir, new_part, written)
         conn.execute("INSERT OR REPLACE INTO parts VALUES (?, ?, 1)", (new_part, len(written)))
     for part in sorted(touched_parts - {new_part}):
         lines = [row[0] for row in conn.execute(

@@ -270,8 +270,10 @@ class RepeatEngine:
         art = np.asarray(pool.art[:n], dtype=np.int64)
         holder_art = np.where(holder < n, art[np.minimum(holder, max(n - 1, 0))] if n else -1, -1)
         is_cand = (holder != so) & ((holder >= n) | (holder_art != art[so]))
-        pairs = np.unique(np.stack([so[is_cand], holder[is_cand]], axis=1), axis=0) if is_cand.any() else (
-            np.empty((0, 2), np.int64))
+        # Unique (unit, candidate) pairs, as one int64 each (np.unique on rows is slow).
+        width = np.int64(max(len(pool.record), 1))
+        codes = np.unique(so[is_cand].astype(np.int64) * width + holder[is_cand].astype(np.int64))
+        pairs = np.stack([codes // width, codes % width], axis=1)
         match, similarity, estimated = self._verify(pool, pairs)
 
         # Holders that change: keys the run's units now hold (no stored holder outside the run).
@@ -488,7 +490,8 @@ class RepeatEngine:
             repeat = None
             if covered_words >= self.settings.paragraph_share * total:
                 matched = [q for q in seqs if q in match]
-                weights = units.words[matched].astype(float)
+                weights = [int(units.words[q]) for q in matched]
+                weight = sum(weights) or 1
                 by_root: dict[tuple[str, int], int] = {}
                 for q in matched:
                     r = int(roots[q])
@@ -498,8 +501,8 @@ class RepeatEngine:
                 main = max(spans, key=lambda sp: sp.words)
                 repeat = ParagraphRepeat(
                     record, paragraph, main.passage,
-                    round(float(np.average([sim[q] for q in matched], weights=weights)), 4),
-                    round(float(np.average([est[q] for q in matched], weights=weights)), 4))
+                    round(sum(sim[q] * w for q, w in zip(matched, weights, strict=True)) / weight, 4),
+                    round(sum(est[q] * w for q, w in zip(matched, weights, strict=True)) / weight, 4))
             decision.paragraphs[para] = (repeat, spans)
 
     def _span(self, pool: _Pool, units: Units, run: list[int], roots: np.ndarray, stub: np.ndarray,
@@ -508,10 +511,10 @@ class RepeatEngine:
         if not evidence or passage is None:
             return None
         root = int(roots[evidence[0]])
-        weights = units.words[evidence].astype(float)
+        weights = [int(units.words[q]) for q in evidence]
+        similarity = sum(sim[q] * w for q, w in zip(evidence, weights, strict=True)) / (sum(weights) or 1)
         return Span(int(units.start[run[0]]), int(units.end[run[-1]]), passage, pool.record[root], pool.para[root],
-                    round(float(np.average([sim[q] for q in evidence], weights=weights)), 4),
-                    int(units.words[run].sum()))
+                    round(similarity, 4), int(sum(int(units.words[q]) for q in run)))
 
     def _duplicate_of(self, pool: _Pool, article: RunArticle, match: dict[int, int], roots: np.ndarray,
                       source: UnitSource) -> tuple[str, float] | None:
