@@ -699,10 +699,15 @@ def json_object_document(path: str, item: int, sha: str, obj: dict[str, Any]) ->
     alternative body fields are not, since they repeat the body."""
     meta, used = _stated_fields(obj)
     extra = {k: v for k, v in obj.items() if k not in used and k not in _BODY_KEYS}
+    html_problem: BadInput | None = None
     for key in JSON_HTML_FIELDS:
         markup = obj.get(key)
         if isinstance(markup, str) and markup.strip():
-            doc = _html_document(path, item, sha, markup, meta)
+            try:
+                doc = _html_document(path, item, sha, markup, meta)
+            except BadInput as exc:  # a script-only page: the object's text fields may still hold the article
+                html_problem = exc
+                continue
             doc.extra = extra
             if doc.blocks and _has_text(doc.blocks):
                 return doc
@@ -714,4 +719,6 @@ def json_object_document(path: str, item: int, sha: str, obj: dict[str, Any]) ->
                 doc.extra = extra
                 return doc
             return Document(path, item, sha, "json", text=body, meta=meta, extra=extra)
+    if html_problem is not None:
+        raise html_problem
     raise BadInput("object holds no article text (none of: " + ", ".join(JSON_TEXT_FIELDS + JSON_HTML_FIELDS) + ")")

@@ -222,3 +222,14 @@ def test_a_missing_raw_dir_is_an_error_not_an_empty_corpus(tmp_path: Path) -> No
 
     with pytest.raises(RawDirError, match="does not exist"):
         scan_raw(tmp_path / "not-mounted")
+
+
+def test_a_json_object_with_a_script_only_page_falls_back_to_its_text_field() -> None:
+    from pipeline.read import json_object_document
+
+    page = "<html><body><div id='app'></div><script src='bundle.js'></script></body></html>"
+    text = "The council approved the new harbour budget on Tuesday after a long debate about its costs."
+    doc = json_object_document("feed.json", 0, "0" * 64, {"html": page, "text": text})
+    assert doc.text == text
+    with pytest.raises(BadInput, match="no article text"):
+        json_object_document("feed.json", 1, "0" * 64, {"html": page})
