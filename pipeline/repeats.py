@@ -80,7 +80,7 @@ class UnitSource(Protocol):
     """What the decisions need from the stored state (``state.Store`` implements it)."""
 
     def holders(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """For the keys that have a stored holder: (keys, holder uids, holder record ids)."""
+        """For the distinct ``keys`` that have a stored holder: (keys, holder uids, holder record ids)."""
         ...
 
     def units_by_uid(self, uids: Iterable[int]) -> dict[int, StoredUnit]: ...

@@ -246,7 +246,7 @@ class SqliteUnits:
     # --- reads (UnitSource) ------------------------------------------------------------
 
     def holders(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        keys = np.unique(keys)
+        """``keys``: distinct keys (the engine passes each key once)."""
         if self.bloom is not None and keys.size:
             keys = keys[self.bloom.might_contain(keys)]
         found: list[tuple[int, int, str]] = []
