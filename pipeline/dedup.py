@@ -50,6 +50,10 @@ class DedupSettings:
       neighbour of its match (a sentence cut in two by a moved break, or edited heavily):
       0.5 -> 0.4 raises synthetic recall 0.77 -> 0.84. The closest sentence that must not
       count, seed 002's news after a repeated opening, is 0.26 contained in its neighbour.
+    - ``numbers_threshold=0.7``: the similarity (and containment, for a neighbour) a match
+      must reach when the two sentences state different numbers. A daily template with new
+      figures ("512 new cases" / "630 new cases", an exchange rate, a casualty count) scores
+      0.46-0.65 and is news; a long background sentence with one updated figure scores 0.75+.
     - ``paragraph_share=0.8``: a paragraph is a repeat when its repeated spans cover 80 % of
       its words. Below that it keeps its own sentence of news as body (seed 004's merged
       paragraph: 77 % repeated, its last sentence is news) and carries the spans.
@@ -66,6 +70,7 @@ class DedupSettings:
     threshold: float = 0.45
     min_words: int = 8
     extend_threshold: float = 0.4
+    numbers_threshold: float = 0.7
     paragraph_share: float = 0.8
     house_line_articles: int = 2
     duplicate_share: float = 0.8
@@ -74,7 +79,7 @@ class DedupSettings:
     def __post_init__(self) -> None:
         if self.bands * self.rows > self.num_perm:
             raise ValueError("bands * rows must not exceed num_perm")
-        for name in ("threshold", "extend_threshold", "paragraph_share", "duplicate_share"):
+        for name in ("threshold", "extend_threshold", "numbers_threshold", "paragraph_share", "duplicate_share"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1]")
         if self.shingle_size < 1 or self.min_words < 1 or self.house_line_articles < 1:

@@ -368,6 +368,7 @@ def _stored_item(units: SqliteUnits, row: Any) -> _Item:
         sizes=np.array([x.size for x in sets], dtype=np.int64),
         signatures=np.array([signature_from_blob(r["signature"]) for r in rows], dtype=np.uint32).reshape(
             len(rows), num_perm),
+        numbers=np.array([r["numbers"] for r in rows], dtype=np.int64),
     )
     article = RunArticle(
         record_id=row["record_id"], order=(row["sort_key"], row["path"], row["item"]),
@@ -401,13 +402,15 @@ def _tail(conn: Any, articles: list[PreparedArticle], removed: list[Any]) -> lis
 
 
 def _removed_keys(units: SqliteUnits, removed: list[Any]) -> np.ndarray:
-    """LSH keys of the units that leave with superseded articles (their holders must move)."""
+    """LSH keys held by units that leave with superseded articles: their holders must move.
+    (A key of theirs held by an earlier article stays where it is.) Read before they are deleted."""
     settings = units.settings
-    sigs = [signature_from_blob(r["signature"]) for row in removed for r in units.article_units(row["record_id"])
-            if r["eligible"]]
-    if not sigs:
+    rows = [r for row in removed for r in units.article_units(row["record_id"]) if r["eligible"]]
+    if not rows:
         return np.empty(0, dtype=np.int64)
-    return np.unique(band_keys(np.array(sigs, dtype=np.uint32), settings.bands, settings.rows))
+    sigs = np.array([signature_from_blob(r["signature"]) for r in rows], dtype=np.uint32)
+    keys, holders, _ = units.holders(np.unique(band_keys(sigs, settings.bands, settings.rows)))
+    return keys[np.isin(holders, np.array([r["uid"] for r in rows], dtype=np.int64))]
 
 
 def _new_items(articles: list[PreparedArticle], next_uid: int, num_perm: int) -> list[_Item]:
@@ -440,7 +443,7 @@ def _unit_rows(item: _Item, decision: ArticleDecision) -> list[tuple[Any, ...]]:
         u.end.tolist(), u.words.tolist(), u.eligible.astype(int).tolist(),
         [shingle_bytes[a:b] for a, b in zip(starts, ends, strict=True)],
         [sig_bytes[i * width : (i + 1) * width] for i in range(n)],
-        matches, decision.units_root.tolist(), sims, ests, decision.units_passage, strict=True))
+        matches, decision.units_root.tolist(), sims, ests, decision.units_passage, u.numbers.tolist(), strict=True))
 
 
 def _span_rows(record_id: str, decision: ArticleDecision) -> list[tuple[Any, ...]]:
@@ -474,11 +477,12 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
         removed = _superseded(conn, outcomes)
         tail = [_stored_item(units, row) for row in _tail(conn, articles, removed)]
         removed_keys = _removed_keys(units, removed)
+        next_uid = units.next_uid()  # taken before deleting: a uid is never reused
         touched_parts = {row["part"] for row in removed}
         units.delete_records([r["record_id"] for r in removed])
         conn.executemany("DELETE FROM articles WHERE record_id = ?", [(r["record_id"],) for r in removed])
 
-        items = sorted(_new_items(articles, units.next_uid(), settings.num_perm) + tail, key=lambda i: i.order)
+        items = sorted(_new_items(articles, next_uid, settings.num_perm) + tail, key=lambda i: i.order)
         t0 = time.perf_counter()
         decided = RepeatEngine(settings).decide([i.article for i in items], units, removed_keys)
         summary.timings["decide"] = round(time.perf_counter() - t0, 3)

@@ -74,6 +74,7 @@ class StoredUnit:
     root_record: str
     root_para: int
     root_seq: int
+    numbers: int = 0  # hash of its number tokens (units.number_hash)
 
 
 class UnitSource(Protocol):
@@ -161,6 +162,7 @@ class _Pool:
         self.para: list[int] = []
         self.sets: list[np.ndarray] = []
         self.sigs: list[np.ndarray] = []
+        self.numbers: list[int] = []
         self.uid: list[int] = []
         self.rank: list[tuple[int, int]] = []  # (article rank, seq); stored units rank below the run
         self.stored_root: dict[int, int] = {}  # pool index of a stored unit -> pool index of its root
@@ -171,15 +173,17 @@ class _Pool:
             self.article_start.append(len(self.record))
             self.article_of[article.record_id] = a
             sets = article.units.shingle_sets()
+            numbers = article.units.numbers.tolist()
             for seq in range(len(article.units)):
                 self._append(article.record_id, a, seq, int(article.units.para[seq]), sets[seq],
-                             article.units.signatures[seq], int(article.uids[seq]), (a, seq))
+                             article.units.signatures[seq], int(article.uids[seq]), (a, seq), numbers[seq])
         self.in_run = len(self.record)
         self.stored_orders: dict[int, tuple[Order, int]] = {}
 
     def _append(self, record: str, art: int, seq: int, para: int, shingles: np.ndarray, sig: np.ndarray,
-                uid: int, rank: tuple[int, int]) -> int:
+                uid: int, rank: tuple[int, int], numbers: int) -> int:
         index = len(self.record)
+        self.numbers.append(numbers)
         self.record.append(record)
         self.art.append(art)
         self.seq.append(seq)
@@ -197,7 +201,7 @@ class _Pool:
             return known
         # Stored units all precede the run; among themselves, publication order then seq.
         index = self._append(unit.record_id, -1, unit.seq, unit.para, unit.shingles, unit.signature, unit.uid,
-                             (-1, 0))
+                             (-1, 0), unit.numbers)
         self.stored_orders[index] = (unit.order, unit.seq)
         return index
 
@@ -280,9 +284,8 @@ class RepeatEngine:
         new_holder_keys = run_keys[~np.isin(run_keys, stored_keys)]
         new_holder_uids = np.asarray(pool.uid, dtype=np.int64)[run_holder[~np.isin(run_keys, stored_keys)]] \
             if run_keys.size else np.empty(0, np.int64)
-        dropped = np.empty(0, np.int64)
-        if removed_keys is not None and removed_keys.size:
-            dropped = np.setdiff1d(removed_keys, np.concatenate([run_keys, stored_keys]))
+        # Keys held by units that leave: their rows go; a unit of the run holding one puts it back.
+        dropped = removed_keys if removed_keys is not None else np.empty(0, np.int64)
 
         decisions = [self._decide_article(pool, a, article, match, similarity, estimated, source)
                      for a, article in enumerate(articles)]
@@ -309,10 +312,10 @@ class RepeatEngine:
     def _verify(self, pool: _Pool, pairs: np.ndarray) -> tuple[dict[int, int], dict[int, float], dict[int, float]]:
         """Best verified candidate per unit: highest exact Jaccard, ties to the earliest."""
         best: dict[int, tuple[float, tuple, int]] = {}
-        threshold = self.settings.threshold
+        threshold, numbers_differ = self.settings.threshold, self.settings.numbers_threshold
         for unit, cand in pairs.tolist():
             sim = _jaccard(pool.sets[unit], pool.sets[cand])
-            if sim < threshold:
+            if sim < (numbers_differ if pool.numbers[unit] != pool.numbers[cand] else threshold):
                 continue
             rank = pool.sort_key(cand)
             current = best.get(unit)
@@ -386,7 +389,9 @@ class RepeatEngine:
                     if cand is None:
                         continue
                     contained = _containment(own, pool.sets[cand])
-                    if contained >= threshold and (best is None or contained > best[0]):
+                    needed = max(threshold, self.settings.numbers_threshold) \
+                        if pool.numbers[base + neighbour] != pool.numbers[cand] else threshold
+                    if contained >= needed and (best is None or contained > best[0]):
                         best = (contained, cand)
                 if best is None:
                     continue
@@ -558,15 +563,18 @@ class RepeatEngine:
 
     def _house_lines(self, articles: Sequence[RunArticle], decisions: list[ArticleDecision],
                      source: UnitSource) -> None:
+        """Short lines at an article's edges that earlier articles of the same outlet carry."""
         s = self.settings
         lines: list[tuple[int, int, tuple[str, int]]] = []  # (article, paragraph, (group, hash))
         for a, (article, decision) in enumerate(zip(articles, decisions, strict=True)):
             if article.group is None:
                 continue
             long_paras = set(article.units.para[article.units.eligible].tolist())
-            for index, (kind, text) in enumerate(article.paragraphs):
-                if kind != "body" or index in long_paras:
-                    continue
+            body = [i for i, (kind, _) in enumerate(article.paragraphs) if kind == "body"]
+            # Footers and header lines sit at the edges; a short line inside the story is news.
+            edges = set(body[:2]) | set(body[-3:])
+            for index in sorted(edges - long_paras):
+                text = article.paragraphs[index][1]
                 if not tokenize(text):
                     continue
                 h = line_hash(text)
@@ -576,20 +584,32 @@ class RepeatEngine:
             return
         stored = source.house_line_occurrences({key for _, _, key in lines})
         in_run_records = {a.record_id for a in articles}
-        seen: dict[tuple[str, int], list[tuple[tuple, str, int]]] = {}
+        # Per line: the records that carry it so far, and the first two (in order) of distinct records.
+        carriers: dict[tuple[str, int], set[str]] = {}
+        firsts: dict[tuple[str, int], list[tuple[str, int]]] = {}
+
+        def note(key: tuple[str, int], record: str, para: int) -> None:
+            records = carriers.setdefault(key, set())
+            if record not in records:
+                records.add(record)
+                if len(firsts.setdefault(key, [])) < 2:
+                    firsts[key].append((record, para))
+
         for key, occurrences in stored.items():
-            seen[key] = sorted(((0, o), r, p) for o, r, p in occurrences if r not in in_run_records)
+            for _, record, para in sorted(o for o in occurrences if o[1] not in in_run_records):
+                note(key, record, para)
         for a, index, key in lines:  # articles are in publication order
-            earlier = seen.setdefault(key, [])
-            records = {r for _, r, _ in earlier if r != articles[a].record_id}
-            if len(records) >= s.house_line_articles and decisions[a].repeat_of(index) is None:
-                _, first_record, first_para = next(e for e in earlier if e[1] != articles[a].record_id)
+            record_id = articles[a].record_id
+            records = carriers.get(key, set())
+            earlier = len(records) - (record_id in records)
+            if earlier >= s.house_line_articles and decisions[a].repeat_of(index) is None:
+                first_record, first_para = next(f for f in firsts[key] if f[0] != record_id)
                 text = articles[a].paragraphs[index][1]
                 passage = f"{first_record}:{first_para}"
                 repeat = ParagraphRepeat(first_record, first_para, passage, 1.0, 1.0)
                 decisions[a].paragraphs[index] = (repeat, [Span(0, len(text), passage, first_record, first_para,
                                                                 1.0, len(tokenize(text)))])
-            earlier.append(((1, a), articles[a].record_id, index))
+            note(key, record_id, index)
 
 
 __all__ = ["ArticleDecision", "ParagraphRepeat", "RepeatEngine", "RunArticle", "RunDecisions", "Span",

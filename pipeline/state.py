@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS units (
     uid INTEGER PRIMARY KEY, record_id TEXT NOT NULL, seq INTEGER NOT NULL, para INTEGER NOT NULL,
     start_char INTEGER NOT NULL, end_char INTEGER NOT NULL, words INTEGER NOT NULL, eligible INTEGER NOT NULL,
     shingles BLOB NOT NULL, signature BLOB NOT NULL,
-    match_uid INTEGER, root_uid INTEGER NOT NULL, similarity REAL, estimated REAL, passage TEXT);
+    match_uid INTEGER, root_uid INTEGER NOT NULL, similarity REAL, estimated REAL, passage TEXT,
+    numbers INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS units_record ON units (record_id, seq);
 -- LSH keys and their holder, the earliest unit that has the key: one row per distinct key.
 -- New keys land in keys_recent first: inserts into a small table touch few pages, while random
@@ -264,7 +265,8 @@ class SqliteUnits:
                 [f[2] for f in found])
 
     _UNIT_SQL = (
-        "SELECT u.uid, u.record_id, u.seq, u.para, u.shingles, u.signature, u.root_uid, a.sort_key, a.path, a.item, "
+        "SELECT u.uid, u.record_id, u.seq, u.para, u.shingles, u.signature, u.root_uid, u.numbers, "
+        "a.sort_key, a.path, a.item, "
         "r.record_id AS root_record, r.para AS root_para, r.seq AS root_seq "
         "FROM units u JOIN articles a ON a.record_id = u.record_id LEFT JOIN units r ON r.uid = u.root_uid ")
 
@@ -302,7 +304,8 @@ class SqliteUnits:
     def insert_units(self, rows: list[tuple[Any, ...]]) -> None:
         self.conn.executemany(
             "INSERT INTO units (uid, record_id, seq, para, start_char, end_char, words, eligible, shingles, signature, "
-            "match_uid, root_uid, similarity, estimated, passage) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "match_uid, root_uid, similarity, estimated, passage, numbers) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows)
 
     def insert_spans(self, rows: list[tuple[Any, ...]]) -> None:
@@ -347,4 +350,4 @@ def _stored_unit(row: sqlite3.Row) -> StoredUnit:
         root=row["root_uid"] if root_known else row["uid"],
         root_record=row["root_record"] if root_known else row["record_id"],
         root_para=row["root_para"] if root_known else row["para"],
-        root_seq=row["root_seq"] if root_known else row["seq"])
+        root_seq=row["root_seq"] if root_known else row["seq"], numbers=row["numbers"])

@@ -13,6 +13,7 @@ commit, and what the state stores.
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from pipeline.dedup import DedupSettings, MinHasher, batch_shingles, tokenize
 from pipeline.sentences import sentence_spans
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
+_DIGIT_RE = re.compile(r"\d")
 
 
 @dataclass
@@ -36,13 +38,14 @@ class Units:
     shingles: np.ndarray  # uint32: sorted unique shingle hashes of every unit, end to end
     sizes: np.ndarray  # int64: shingles per unit
     signatures: np.ndarray  # (n, num_perm) uint32
+    numbers: np.ndarray  # int64: hash of the unit's number tokens ("512", "1.7025"), 0 when it has none
 
     def __len__(self) -> int:
         return len(self.para)
 
     def shingle_sets(self) -> list[np.ndarray]:
         ends = np.cumsum(self.sizes).tolist()
-        starts = [0, *ends[:-1]]
+        starts = [0, *ends][:-1]
         flat = self.shingles
         return [flat[a:b] for a, b in zip(starts, ends, strict=True)]
 
@@ -50,7 +53,7 @@ class Units:
     def empty(cls, num_perm: int) -> Units:
         i32 = np.empty(0, dtype=np.int32)
         return cls(i32, i32, i32, i32, np.empty(0, dtype=bool), np.empty(0, dtype=np.uint32),
-                   np.empty(0, dtype=np.int64), np.empty((0, num_perm), dtype=np.uint32))
+                   np.empty(0, dtype=np.int64), np.empty((0, num_perm), dtype=np.uint32), np.empty(0, dtype=np.int64))
 
 
 def segment(text: str, min_words: int) -> list[tuple[int, int, list[str]]]:
@@ -120,10 +123,18 @@ class UnitSketcher:
                 shingles=flat[shingle_pos : shingle_pos + total],
                 sizes=unit_sizes.copy(),
                 signatures=signatures[unit_pos : unit_pos + n],
+                numbers=np.array([number_hash(u[3]) for u in units], dtype=np.int64),
             ))
             unit_pos += n
             shingle_pos += total
         return out
+
+
+def number_hash(tokens: list[str]) -> int:
+    """The numbers a unit states, as one value: a daily template ("512 new cases") is news
+    when its numbers change, so a match whose numbers differ must be closer (repeats.py)."""
+    numbers = sorted(t for t in tokens if _DIGIT_RE.search(t))
+    return zlib.crc32(" ".join(numbers).encode("utf-8")) if numbers else 0
 
 
 def word_count(text: str) -> int:

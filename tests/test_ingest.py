@@ -419,3 +419,34 @@ def test_worker_processes_give_the_same_records(seed_raw: Path, tmp_path: Path) 
     assert parallel.records_written == serial.records_written == 17
     assert parallel.repeats_flagged == serial.repeats_flagged
     assert stable(list(read_records(tmp_path / "parallel"))) == stable(list(read_records(tmp_path / "serial")))
+
+
+def test_replacing_a_file_keeps_the_index_keys_an_earlier_article_holds(tmp_path: Path) -> None:
+    """A superseded article's sentence that an earlier article also has stays findable."""
+    shared = "The regional council approved the new water treatment plant after three years of heated public debate."
+
+    def article(day: str, paragraphs: list[str]) -> str:
+        return json.dumps({"published": day, "outlet": "Daily", "text": "\n\n".join(paragraphs)})
+
+    storm = "A storm knocked out power to thousands of homes across the northern districts overnight."
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "e.json").write_text(article("2020-01-01", ["Officials opened the bridge on Monday in front of crowds.",
+                                                       shared]))
+    (raw / "r.json").write_text(article("2020-01-05", [storm, shared]))
+    run_ingest(raw, tmp_path / "p")
+    (raw / "r.json").write_text(article("2020-01-05", [storm]))
+    os.utime(raw / "r.json", ns=(1, 1))
+    run_ingest(raw, tmp_path / "p")
+    (raw / "n.json").write_text(article("2020-01-10", ["Farmers warned the drought could cut the harvest by a third.",
+                                                       shared]))
+    run_ingest(raw, tmp_path / "p")
+    run_ingest(raw, tmp_path / "whole")
+    assert stable(list(read_records(tmp_path / "p"))) == stable(list(read_records(tmp_path / "whole")))
+    assert next(r for r in read_records(tmp_path / "p") if r["source"]["path"] == "n.json")["repeats"] == 1
+
+
+def test_an_article_of_punctuation_only_does_not_stop_the_run(seed_raw: Path, tmp_path: Path) -> None:
+    (seed_raw / "dots.txt").write_text("...\n\n!!!\n\n— — —\n")
+    summary = run_ingest(seed_raw, tmp_path / "processed")
+    assert summary.records_written + summary.files_quarantined == 6 and summary.repeats_flagged == 6

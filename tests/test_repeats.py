@@ -171,3 +171,30 @@ def test_a_copy_is_a_duplicate_even_where_its_source_repeats_others() -> None:
     got = decide([("z", [NEWS[3], HISTORY]), ("a", original), ("b", original)])
     assert flagged(got["b"]) == {0: "a", 1: "a", 2: "a", 3: "z"}
     assert got["b"].duplicate_of == ("a", 1.0)
+
+
+def test_a_daily_template_with_new_numbers_is_news() -> None:
+    monday = "The health ministry reported 512 new coronavirus cases and 7 deaths over the past 24 hours on Monday."
+    tuesday = "The health ministry reported 630 new coronavirus cases and 9 deaths over the past 24 hours on Tuesday."
+    got = decide([("a", [NEWS[0], monday]), ("b", [NEWS[1], tuesday]), ("c", [NEWS[2], monday])])
+    assert flagged(got["b"]) == {}
+    assert flagged(got["c"]) == {1: "a"}  # the same figures again are a repeat
+
+
+def test_a_short_line_inside_the_story_is_not_a_house_line() -> None:
+    import random
+
+    rng = random.Random(5)
+    words = ["".join(rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou") for _ in range(3)) for _ in range(2000)]
+
+    def news() -> str:  # a sentence of distinct made-up words: nothing repeats by chance
+        return " ".join(rng.sample(words, 14)).capitalize() + "."
+
+    line = "No one was injured."
+    articles = [(name, [news(), news(), line, news(), news(), news()]) for name in "abcd"]
+    got = decide(articles, groups={name: "outlet:x" for name in "abcd"})
+    assert all(flagged(got[name]) == {} for name in "abcd")
+    # the same line as the last paragraph of each article is a house line from the third one on
+    articles = [(name, [news(), news(), news(), line]) for name in "abcd"]
+    got = decide(articles, groups={name: "outlet:x" for name in "abcd"})
+    assert [flagged(got[name]) for name in "abcd"] == [{}, {}, {3: "a"}, {3: "a"}]

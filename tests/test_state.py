@@ -41,7 +41,7 @@ def _units(tmp_path: Path, bloom: BloomFilter | None) -> tuple[Store, SqliteUnit
 def _unit_row(uid: int, record: str, seq: int, root: int, shingles: np.ndarray, num_perm: int) -> tuple:
     signature = np.arange(num_perm, dtype=np.uint32) + uid
     return (uid, record, seq, seq, 0, 10, 9, 1, shingles.tobytes(), signature.tobytes(), None if root == uid else root,
-            root, None, None, None)
+            root, None, None, None, 0)
 
 
 @pytest.mark.parametrize("with_bloom", [False, True])
