@@ -218,6 +218,7 @@ def ingest(
             groups = list(batches(plan.to_read, settings.batch_size))
             progress = _Progress(len(plan.to_read), progress_bar)
             prepared: list[PreparedBatch] = []
+            prepare_started = time.perf_counter()
             # With worker processes, batches are prepared side by side: each task waits in a
             # thread of the flow's task runner while a worker process does the work.
             submitted = [prepare_task.submit(run, group) for group in groups] if run.parallel else [None] * len(groups)
@@ -225,6 +226,8 @@ def ingest(
                 prepared += _prepare_group(run, group, io_retries, io_retry_delay_seconds, logger, future)
                 progress.advance(len(group))
             progress.finish()
+            # Wall time of the phase: with worker processes, the tasks' own timings overlap and add up.
+            run.summary.timings["prepare"] = round(time.perf_counter() - prepare_started, 3)
             files = [o for b in prepared for o in b.files]
             logger.info("prepare: %d files in %d batch(es), %d articles, %d quarantined (%.2f s)",
                         len(files), len(groups), sum(len(b.articles) for b in prepared),
