@@ -17,6 +17,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,7 +40,13 @@ def jaccard(a: set[bytes], b: set[bytes]) -> float:
     return len(a & b) / len(a | b)
 
 
-def main(raw_dir: Path) -> None:
+def bulk(sets: list[set[bytes]]) -> list[MinHash]:
+    return MinHash.bulk(sets, num_perm=DEFAULTS.num_perm)
+
+
+def main(raw_dir: Path, sketch: Callable[[list[set[bytes]]], list[MinHash]] = bulk,
+         script: str = "datasketch_bulk") -> None:
+    """Read, shingle, ``sketch``, then query-and-insert with exact verification."""
     started = time.perf_counter()
     file_of: list[int] = []  # file number of each sketched paragraph
     sets: list[set[bytes]] = []
@@ -53,7 +60,7 @@ def main(raw_dir: Path) -> None:
             if len(words) >= DEFAULTS.min_words:  # too short to be evidence on its own
                 file_of.append(f)
                 sets.append(shingles(words, DEFAULTS.shingle_size))
-    minhashes = MinHash.bulk(sets, num_perm=DEFAULTS.num_perm)
+    minhashes = sketch(sets)
     lsh = MinHashLSH(threshold=DEFAULTS.threshold, num_perm=DEFAULTS.num_perm)
     repeats = 0
     for i, m in enumerate(minhashes):  # query, then insert: each paragraph against the earlier ones
@@ -62,7 +69,7 @@ def main(raw_dir: Path) -> None:
                 repeats += 1
                 break
         lsh.insert(i, m)
-    print(json.dumps({"script": "datasketch_bulk", "paragraphs": paragraphs, "sketched": len(sets),
+    print(json.dumps({"script": script, "paragraphs": paragraphs, "sketched": len(sets),
                       "repeats": repeats, "seconds": round(time.perf_counter() - started, 3)}))
 
 

@@ -618,7 +618,7 @@ def _record_files_and_quarantine(conn: Any, outcomes: list[FileOutcome], problem
 def _top_passages(conn: Any, run_seq: int, limit: int = 5) -> list[dict[str, Any]]:
     """The passages that this run's records repeated most."""
     rows = conn.execute(
-        "SELECT s.passage, s.root_record, s.root_para, COUNT(*) AS copies FROM spans s "
+        "SELECT s.passage, COUNT(*) AS copies FROM spans s "
         "JOIN articles a ON a.record_id = s.record_id WHERE a.run_seq = ? "
         "GROUP BY s.passage ORDER BY copies DESC, s.passage LIMIT ?", (run_seq, limit)).fetchall()
     out = []

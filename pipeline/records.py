@@ -40,11 +40,6 @@ class RunContext:
     processed_at: str
 
 
-def passage_id(record_id: str, paragraph_index: int) -> str:
-    """A repeated passage is named after its first occurrence."""
-    return f"{record_id}:{paragraph_index}"
-
-
 def build_record(
     *,
     record_id: str,

@@ -41,7 +41,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.dedup import DedupSettings, band_keys, tokenize
+from pipeline.dedup import DedupSettings, band_keys, jaccard, tokenize
 from pipeline.units import Units
 
 Order = tuple[str, str, int]  # (publication sort key, path, item)
@@ -71,9 +71,6 @@ class StoredUnit:
     shingles: np.ndarray
     signature: np.ndarray
     root: int  # uid of its first occurrence (itself when it is one)
-    root_record: str
-    root_para: int
-    root_seq: int
     numbers: int = 0  # hash of its number tokens (units.number_hash)
 
 
@@ -214,13 +211,6 @@ class _Pool:
         return (0, order, seq)
 
 
-def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    if a.size == 0 and b.size == 0:
-        return 0.0
-    inter = np.intersect1d(a, b, assume_unique=True).size
-    return inter / (a.size + b.size - inter)
-
-
 def _containment(a: np.ndarray, b: np.ndarray) -> float:
     if a.size == 0:
         return 0.0
@@ -314,7 +304,7 @@ class RepeatEngine:
         best: dict[int, tuple[float, tuple, int]] = {}
         threshold, numbers_differ = self.settings.threshold, self.settings.numbers_threshold
         for unit, cand in pairs.tolist():
-            sim = _jaccard(pool.sets[unit], pool.sets[cand])
+            sim = jaccard(pool.sets[unit], pool.sets[cand])
             if sim < (numbers_differ if pool.numbers[unit] != pool.numbers[cand] else threshold):
                 continue
             rank = pool.sort_key(cand)
@@ -397,7 +387,7 @@ class RepeatEngine:
                     continue
                 cand = best[1]
                 match[neighbour] = cand
-                sim[neighbour] = _jaccard(own, pool.sets[cand])
+                sim[neighbour] = jaccard(own, pool.sets[cand])
                 est[neighbour] = float(np.mean(pool.sigs[base + neighbour] == pool.sigs[cand]))
                 todo.append(neighbour)
 

@@ -266,9 +266,7 @@ class SqliteUnits:
 
     _UNIT_SQL = (
         "SELECT u.uid, u.record_id, u.seq, u.para, u.shingles, u.signature, u.root_uid, u.numbers, "
-        "a.sort_key, a.path, a.item, "
-        "r.record_id AS root_record, r.para AS root_para, r.seq AS root_seq "
-        "FROM units u JOIN articles a ON a.record_id = u.record_id LEFT JOIN units r ON r.uid = u.root_uid ")
+        "a.sort_key, a.path, a.item FROM units u JOIN articles a ON a.record_id = u.record_id ")
 
     def units_by_uid(self, uids: Iterable[int]) -> dict[int, StoredUnit]:
         uid_list = sorted(set(uids))
@@ -342,12 +340,7 @@ class SqliteUnits:
 def _stored_unit(row: sqlite3.Row) -> StoredUnit:
     from pipeline.repeats import StoredUnit
 
-    root_known = row["root_record"] is not None
     return StoredUnit(
         uid=row["uid"], record_id=row["record_id"], order=(row["sort_key"], row["path"], row["item"]),
         seq=row["seq"], para=row["para"], shingles=shingles_from_blob(row["shingles"]),
-        signature=signature_from_blob(row["signature"]),
-        root=row["root_uid"] if root_known else row["uid"],
-        root_record=row["root_record"] if root_known else row["record_id"],
-        root_para=row["root_para"] if root_known else row["para"],
-        root_seq=row["root_seq"] if root_known else row["seq"], numbers=row["numbers"])
+        signature=signature_from_blob(row["signature"]), root=row["root_uid"], numbers=row["numbers"])

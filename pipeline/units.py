@@ -22,7 +22,6 @@ import numpy as np
 from pipeline.dedup import DedupSettings, MinHasher, batch_shingles, tokenize
 from pipeline.sentences import sentence_spans
 
-_WORD_RE = re.compile(r"\w+", re.UNICODE)
 _DIGIT_RE = re.compile(r"\d")
 
 
@@ -135,7 +134,3 @@ def number_hash(tokens: list[str]) -> int:
     when its numbers change, so a match whose numbers differ must be closer (repeats.py)."""
     numbers = sorted(t for t in tokens if _DIGIT_RE.search(t))
     return zlib.crc32(" ".join(numbers).encode("utf-8")) if numbers else 0
-
-
-def word_count(text: str) -> int:
-    return len(_WORD_RE.findall(text))
