@@ -25,7 +25,7 @@ from pipeline.read import BadInput, RawEntry, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 # pages written for this project (see its README); no third-party pages in the repository
-PAGES = Path(__file__).resolve().parent / "fixtures" / "html_pages"
+PAGES = Path(__file__).resolve().parent / "fixtures" / "html"
 NO_TEXT = "page holds no article text (script-loaded or framed)"
 
 BODY_1 = (
