@@ -52,12 +52,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_locked(args: argparse.Namespace, processed: Path) -> int:
+    from pipeline.check import repair_on_start
     from pipeline.ingest import RunSummary, pending_files, summary_markdown
     from pipeline.read import RawDirError
     from pipeline.state import ProcessedDirLocked
 
     check_state_database(processed)
-    finish_pending_parts(processed)  # a run killed after its commit: its parts go in place before "nothing new"
+    # Before "nothing new": parts, filter and reports as the last committed run left them
+    # (also the parts of a run killed after its commit), repaired from the database if not.
+    for finding in repair_on_start(processed):
+        print(f"newsdedup: repaired before the run: {finding}", file=sys.stderr)
     if not args.force and pending_files(Path(args.raw_dir), processed) == 0:
         print(f"newsdedup: nothing new under {args.raw_dir} since the last run; no flow run started "
               "(--force runs one anyway)")
@@ -112,36 +116,29 @@ def check_state_database(processed: Path) -> None:
         conn.close()
 
 
-def finish_pending_parts(processed: Path) -> int | None:
-    """Parts a run committed but was killed before renaming (crash point ``committed``): put
-    in place now, under the writer lock the caller holds. Returns how many were pending, or
-    None when the dir holds no state yet."""
-    from pipeline.records import finish_parts
-    from pipeline.state import STATE_FILE, StateError, connect
+def cmd_check(args: argparse.Namespace) -> int:
+    from pipeline.check import check_processed
+    from pipeline.lock import writer_lock
+    from pipeline.state import ProcessedDirLocked
 
-    if not (processed / STATE_FILE).exists():
-        return None
+    processed = Path(args.processed_dir_option or args.processed_dir)
     try:
-        reader = connect(processed, readonly=True)
-    except StateError:
-        return None
-    try:
-        pending = reader.execute("SELECT COUNT(*) FROM parts WHERE pending = 1").fetchone()[0]
-    finally:
-        reader.close()
-    if pending:
-        conn = connect(processed)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                finish_parts(conn, processed)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
-    return int(pending)
+        with writer_lock(processed, args.wait):  # the files and the database from one moment, no run between
+            findings = check_processed(processed, repair=args.repair)
+            remaining = check_processed(processed) if args.repair and findings else findings
+    except ProcessedDirLocked as exc:
+        print(f"newsdedup: {exc}", file=sys.stderr)
+        return 3
+    for finding in findings:
+        print(finding)
+    if args.repair:
+        for finding in remaining:
+            print(f"still wrong after the repair: {finding}")
+    if remaining:
+        return 1
+    if not findings:
+        print(f"newsdedup: {processed} is consistent: database, parts, Bloom filter and reports agree")
+    return 0
 
 
 def _stop_children() -> None:
@@ -287,6 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--raw-dir", default=None, help="also count raw files not processed yet")
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
     status.set_defaults(func=cmd_status)
+
+    check = sub.add_parser("check", help="verify processed/ (database, part files, Bloom filter, reports); "
+                                         "exit 0 when sound, 1 when something is wrong, 2 when the database is damaged")
+    check.add_argument("processed_dir", nargs="?", default="processed", metavar="PROCESSED_DIR")
+    check.add_argument("--processed-dir", dest="processed_dir_option", default=None, help=argparse.SUPPRESS)
+    check.add_argument("--repair", action="store_true",
+                       help="rewrite what is wrong from the database (parts, Bloom filter, reports), crash-safely")
+    check.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                       help="if a run holds processed/, wait this long for it instead of exiting (exit 3)")
+    check.set_defaults(func=cmd_check)
 
     serve = sub.add_parser("serve", help="run the ingest flow on a schedule: a local Prefect server and the "
                                          "'ingest/newsdedup' deployment (Ctrl-C stops both)")

@@ -130,6 +130,23 @@ class BloomFilter:
         return bloom
 
 
+def read_header(path: Path) -> tuple[int, int] | None:
+    """``(generation, bits)`` of a filter file whose header is sound and whose size fits it,
+    without reading its bits (the cheap check of every run); None otherwise."""
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(_HEADER.size)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError:
+        return None
+    if len(header) != _HEADER.size:
+        return None
+    magic, generation, _, bits, _ = _HEADER.unpack(header)
+    if magic != _MAGIC or bits <= 0 or bits & (bits - 1) or size != _HEADER.size + bits // 8:
+        return None
+    return generation, bits
+
+
 def _checksum(generation: int, keys: int, bits: int, array: np.ndarray) -> int:
     crc = zlib.crc32(struct.pack("<qqq", generation, keys, bits))
     return zlib.crc32(memoryview(np.ascontiguousarray(array)), crc)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.check import quick_repair
 from pipeline.clean import Paragraph, clean_document
 from pipeline.dedup import DedupSettings, band_keys
 from pipeline.metadata import Metadata, extract_metadata
@@ -35,6 +36,7 @@ from pipeline.records import (
     build_record,
     dumps,
     finish_parts,
+    note_outputs,
     part_name,
     write_json_atomic,
     write_part_tmp,
@@ -332,6 +334,7 @@ class RunSummary:
     top_passages: list[dict[str, Any]] = field(default_factory=list)
     quarantined: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    repairs: list[str] = field(default_factory=list)  # found wrong by the check at the start, and repaired
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -633,13 +636,19 @@ def _top_passages(conn: Any, run_seq: int, limit: int = 5) -> list[dict[str, Any
 
 def write_reports(store: Store, summary: RunSummary) -> None:
     """Files a reader without Prefect can open: the last run's summary and the quarantine list."""
-    processed = store.processed_dir
+    names = write_report_files(store.conn, store.processed_dir, summary)
+    with store.transaction():
+        note_outputs(store.conn, store.processed_dir, names, summary.run_seq)  # for the next run's check
+
+
+def write_report_files(conn: Any, processed: Path, summary: RunSummary) -> list[str]:
     write_json_atomic(processed / "last_run.json", summary.as_dict())
     write_text_atomic(processed / LAST_RUN_MD, summary_markdown(summary))
-    rows = store.conn.execute("SELECT * FROM quarantine ORDER BY path, item").fetchall()
+    rows = conn.execute("SELECT * FROM quarantine ORDER BY path, item").fetchall()
     write_json_atomic(processed / "quarantine.jsonl", [
         {"path": r["path"], "item": None if r["item"] == -1 else r["item"], "sha256": r["sha256"],
          "reason": r["reason"], "detected_at": r["detected_at"]} for r in rows])
+    return ["last_run.json", LAST_RUN_MD, "quarantine.jsonl"]
 
 
 # --- all steps, without Prefect ----------------------------------------------------------
@@ -671,9 +680,11 @@ class IngestRun:
         self._lock.__enter__()
         try:
             self.store = Store(self.processed_dir, self.settings.dedup)
-            with self.store.transaction():
-                finish_parts(self.store.conn, self.processed_dir)  # repair a run that died after its commit
+            # Before anything else: parts, filter and reports as the last committed run left them
+            # (also the parts of a run killed after its commit).
+            repairs = quick_repair(self.store.conn, self.processed_dir)
             self.summary = RunSummary(self.run_id, self.store.next_run_seq(), utc_now())
+            self.summary.repairs = [str(f) for f in repairs]
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise
@@ -787,6 +798,8 @@ def summary_markdown(summary: RunSummary) -> str:
     if s.top_passages:
         lines += ["", "## Most repeated passages in this run", "", "| passage | copies | text |", "|---|---|---|"]
         lines += [f"| `{p['passage']}` | {p['copies']} | {p['text'].replace('|', '/')[:120]} |" for p in s.top_passages]
+    if s.repairs:
+        lines += ["", "## Repaired before the run", ""] + [f"- {r}" for r in s.repairs]
     if s.quarantined:
         lines += ["", "## Quarantined", ""]
         lines += [f"- `{q['path']}`" + (f" item {q['item']}" if q.get("item") is not None else "") + f": {q['reason']}"

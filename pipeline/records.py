@@ -148,21 +148,37 @@ def finish_parts(conn: sqlite3.Connection, processed_dir: Path) -> None:
     pending = {row[0]: row[1] for row in conn.execute(
         "SELECT name, records FROM parts WHERE pending = 1 ORDER BY name DESC")}
     known = {row[0] for row in conn.execute("SELECT name FROM parts")}
+    renamed = []
     for name, count in pending.items():
         tmp = records_dir / f"{TMP_PREFIX}{name}"
         final = records_dir / name
         if count == 0:
             final.unlink(missing_ok=True)
             tmp.unlink(missing_ok=True)
+            conn.execute("DELETE FROM outputs WHERE name = ?", (f"{RECORDS_DIR}/{name}",))
         elif tmp.exists():
             os.replace(tmp, final)
+            renamed.append(f"{RECORDS_DIR}/{name}")
     _fsync_dir(records_dir)
+    # Only parts moved into place here are noted: one whose temporary file had gone is left
+    # for the check (pipeline/check.py) to read and compare.
+    note_outputs(conn, processed_dir, renamed)
     conn.execute("DELETE FROM parts WHERE pending = 1 AND records = 0")
     conn.execute("UPDATE parts SET pending = 0 WHERE pending = 1")
     for entry in records_dir.iterdir():
         name = entry.name
+        if entry.is_dir() and not entry.is_symlink():
+            continue  # not ours to remove (`newsdedup check` lists it)
         if name.startswith(TMP_PREFIX) or (name.endswith(".jsonl") and name not in known):
             entry.unlink(missing_ok=True)  # from a run that died before committing
+
+
+def note_outputs(conn: sqlite3.Connection, processed_dir: Path, names: list[str], run_seq: int | None = None) -> None:
+    """Record size and mtime of files just written under processed/ (names relative to it),
+    for the cheap check at the start of the next run."""
+    for name in names:
+        st = os.lstat(processed_dir / name)
+        conn.execute("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?)", (name, st.st_size, st.st_mtime_ns, run_seq))
 
 
 def _fsync_dir(path: Path) -> None:

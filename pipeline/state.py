@@ -13,7 +13,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,13 @@ STATE_FILE = "state.sqlite"
 # keys_recent is merged into keys (in key order) once it holds this many rows.
 RECENT_KEYS_MAX_ROWS = 2_000_000
 SCHEMA_VERSION = 2
+
+# Size and mtime of each file a run wrote under processed/ (parts, reports), as it left them:
+# the cheap check every run starts with (pipeline/check.py) compares them with an lstat.
+OUTPUTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outputs (name TEXT PRIMARY KEY, bytes INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    run_seq INTEGER);
+"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,7 +85,7 @@ CREATE TABLE IF NOT EXISTS parts (name TEXT PRIMARY KEY, records INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS runs (
     seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
     outcome TEXT NOT NULL, summary TEXT);
-"""
+""" + OUTPUTS_SCHEMA
 
 
 class StateError(Exception):
@@ -94,6 +101,31 @@ def utc_now() -> str:
 
 
 from pipeline.lock import LOCK_FILE, writer_lock  # noqa: E402,F401  (moved to pipeline/lock.py; importable here)
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction on a connection opened by ``connect`` (autocommit mode)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def build_bloom(conn: sqlite3.Connection, generation: int) -> BloomFilter:
+    """The Bloom filter of every stored LSH key, from the database."""
+    total = conn.execute("SELECT (SELECT COUNT(*) FROM keys) + (SELECT COUNT(*) FROM keys_recent)").fetchone()[0]
+
+    def chunks() -> Iterator[np.ndarray]:
+        for table in ("keys", "keys_recent"):
+            cursor = conn.execute(f"SELECT key FROM {table}")
+            while rows := cursor.fetchmany(1_000_000):
+                yield np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    return BloomFilter.build(chunks(), int(total), generation)
 
 
 def connect(processed_dir: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -143,15 +175,8 @@ class Store:
                 "signatures cannot be mixed. Use a new processed dir to change settings."
             )
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.conn)
 
     # --- the Bloom filter over bucket keys ---------------------------------------------
 
@@ -181,16 +206,7 @@ class Store:
         return bloom
 
     def _rebuild_bloom(self, generation: int) -> BloomFilter:
-        total = self.conn.execute(
-            "SELECT (SELECT COUNT(*) FROM keys) + (SELECT COUNT(*) FROM keys_recent)").fetchone()[0]
-
-        def chunks() -> Iterator[np.ndarray]:
-            for table in ("keys", "keys_recent"):
-                cursor = self.conn.execute(f"SELECT key FROM {table}")
-                while rows := cursor.fetchmany(1_000_000):
-                    yield np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-
-        return BloomFilter.build(chunks(), int(total), generation)
+        return build_bloom(self.conn, generation)
 
     def save_bloom(self, bloom: BloomFilter, generation: int) -> None:
         """Inside the run's transaction: the filter to a temporary file, its number to the database."""

@@ -394,3 +394,40 @@ def test_a_run_killed_after_its_commit_gets_its_parts_from_the_plain_rerun(
     assert stable(part_records(processed)) == stable(list(read_records(processed)))
     assert len(part_records(processed)) == len(SEED_FILES)
     assert not list((processed / RECORDS_DIR).glob(".tmp-*"))
+
+
+# --- 9: part files truncated, deleted, appended to ------------------------------------------------
+
+
+def _parts_in_three_runs(tmp_path: Path) -> tuple[Path, Path]:
+    raw = make_raw(tmp_path, *SEED_FILES[:2])
+    processed = tmp_path / "processed"
+    run_ingest(raw, processed)
+    make_raw(tmp_path, SEED_FILES[2])
+    run_ingest(raw, processed)
+    make_raw(tmp_path, *SEED_FILES[3:])
+    run_ingest(raw, processed)
+    return raw, processed
+
+
+def assert_parts_hold_the_current_records(processed: Path) -> None:
+    """Every current record in exactly one part, every part line a current record."""
+    lines = [line for part in sorted((processed / RECORDS_DIR).glob("part-*.jsonl"))
+             for line in part.read_text(encoding="utf-8").splitlines()]
+    current = [json.dumps(r, ensure_ascii=False) for r in read_records(processed)]
+    assert sorted(lines) == sorted(current)
+
+
+def test_parts_truncated_deleted_and_appended_to_are_repaired_by_the_next_run(tmp_path: Path) -> None:
+    raw, processed = _parts_in_three_runs(tmp_path)
+    parts = sorted((processed / RECORDS_DIR).glob("part-*.jsonl"))
+    assert len(parts) == 3
+    truncated, deleted, appended = parts
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])  # mid-line
+    deleted.unlink()
+    with open(appended, "ab") as fh:
+        fh.write(appended.read_bytes()[:100])  # half a record, no newline
+    run_ingest(raw, processed)  # nothing new: the run starts by checking (and repairing) the parts
+    assert_parts_hold_the_current_records(processed)
+    assert len(list(read_records(processed))) == len(SEED_FILES)
