@@ -23,7 +23,8 @@ Two kinds of page sets (neither is in this repository: they are third-party page
   of a table walked twice).
 
 ``--compare`` also scores trafilatura alone (``include_comments=False``) and readability-lxml
-(printed as skipped when it is not installed; it is a bench-only comparison, not a dependency);
+alone (the pipeline's second opinion), and with ``--truth`` compares ours page by page with each
+(pages won and lost by more than 0.05, lost by more than 0.2, ours < 0.5 where it is > 0.9);
 ``--all`` adds a bs4 ``get_text()`` and ``<p>``-joining baseline and further trafilatura settings.
 """
 
@@ -246,6 +247,23 @@ def score_tokens(name: str, fn: Extractor, docs: list[tuple[str, str, str]]) -> 
     return s
 
 
+def per_page_comparison(ours: TokenScore, other: TokenScore, margin: float = 0.2) -> str:
+    """Where ours and another extractor part ways, page by page: pages won and lost by more than
+    0.05 F1, pages lost by more than ``margin`` (listed), and pages where ours is below 0.5
+    while the other is above 0.9 (the regression the project guards against)."""
+    pairs = [(page, f, other.per_page[page][2]) for page, (_, _, f) in ours.per_page.items() if page in other.per_page]
+    won = sum(1 for _, f, g in pairs if f > g + 0.05)
+    lost = sum(1 for _, f, g in pairs if f < g - 0.05)
+    lost_big = sorted((f - g, page) for page, f, g in pairs if f < g - margin)
+    collapsed = sum(1 for _, f, g in pairs if f < 0.5 and g > 0.9)
+    listed = " ".join(f"{page[:16]}({diff:+.2f})" for diff, page in lost_big)
+    return (
+        f"  vs {other.name}: better on {won} pages, worse on {lost} (by >0.05); "
+        f"worse by >{margin}: {len(lost_big)}{' ' + listed if listed else ''}; "
+        f"ours <0.5 where it is >0.9: {collapsed}"
+    )
+
+
 def trafilatura_alone(html: str) -> str:
     import trafilatura
 
@@ -312,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         ours = results[0]
         if ours.duplicated:
             print("duplicated blocks:", " ".join(ours.duplicated))
+        for other in results[1:]:
+            print(per_page_comparison(ours, other))
         if args.worst:
             others = {r.name: r for r in results[1:]}
             for page, (p, r, f) in sorted(ours.per_page.items(), key=lambda kv: kv[1][2])[: args.worst]:

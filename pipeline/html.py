@@ -1,7 +1,8 @@
 """HTML handling: main-content extraction from full pages, fragments, page metadata.
 
-Full web pages go through trafilatura (measured against bs4 heuristics, readability-lxml,
-jusText, resiliparse and boilerpy3 with ``bench/html_extraction.py``; see that file).
+Full web pages are pre-cleaned here, then go through trafilatura, with readability-lxml as a
+second opinion where the two disagree strongly (measured against bs4 heuristics, each of the
+two alone, jusText, resiliparse and boilerpy3 with ``bench/html_extraction.py``; see that file).
 beautifulsoup4 is used for HTML fragments inside text/JSON fields and for the page's
 ``<meta>``/``<link>``/``<title>``/JSON-LD metadata.
 
@@ -10,6 +11,7 @@ Nothing here touches the network: trafilatura only gets the markup we pass in.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import html as html_lib
 import json
@@ -25,9 +27,13 @@ import trafilatura
 from bs4 import BeautifulSoup, SoupStrainer
 from bs4.element import NavigableString, Tag
 from lxml import etree
+from lxml import html as lxml_html
 from lxml.html import HtmlElement
 
 logger = logging.getLogger(__name__)
+# readability-lxml logs a traceback for every page it cannot score; that page simply gets no
+# second opinion here (see _readability_blocks), so its log stays quiet
+logging.getLogger("readability").setLevel(logging.CRITICAL)
 
 BlockList = list[tuple[str, str]]
 
@@ -164,6 +170,7 @@ def _retype_block(kind: str, text: str) -> tuple[str, str]:
 
 
 def _main_content_blocks(html: str, url: str | None) -> BlockList:
+    tree: HtmlElement | None = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -177,7 +184,8 @@ def _main_content_blocks(html: str, url: str | None) -> BlockList:
                     document = tree
             except Exception:
                 logger.warning("boilerplate pre-cleaning failed", exc_info=True)
-                document = html
+                document, tree = html, None
+            # trafilatura works on its own copy of the tree: the pre-cleaned tree stays whole
             xml = trafilatura.extract(document, url=url, **_TRAFILATURA_OPTS)
         if not xml:
             return []
@@ -192,7 +200,191 @@ def _main_content_blocks(html: str, url: str | None) -> BlockList:
         return []
     blocks: BlockList = []
     _xml_blocks(main, blocks)
+    if blocks and tree is not None:
+        blocks = combine_opinions(blocks, _readability_blocks(tree))
     return blocks
+
+
+# --------------------------------------------------------------------------- second opinion
+#
+# readability-lxml finds the article by scoring paragraphs and their containers, a method
+# unlike trafilatura's, so the two fail on different pages. Where they disagree strongly,
+# measured on the Zyte development pages (bench/html_extraction.py --truth): trafilatura
+# missing most of a long article while readability holds it as prose paragraphs (a swap), and
+# trafilatura running on past the article's end into "Order Reprints"/"To read the full story"
+# lines, subscription blurbs and teaser lists that readability leaves out (a trim). Blocks only
+# trafilatura keeps inside the article (embedded posts, tables) stay.
+
+_OPINION_TOKEN = re.compile(r"\w+")
+# a block counts as held by the other extractor when half of its 3-word shingles are there
+_HELD = 0.5
+# swap: we hold at most this much that readability lacks ...
+_SWAP_MIN_OURS_HELD = 0.9
+# ... and readability has prose paragraphs (12+ words) we lack, 80 % of our length or more
+_SWAP_PROSE_WORDS = 12
+_SWAP_EXTRA_SHARE = 0.8
+# trim: readability's text is mostly ours, and ours mostly readability's, yet not all of it
+_TRIM_MIN_SECOND_HELD = 0.8
+_TRIM_MIN_OURS_HELD = 0.5
+_TRIM_MAX_OURS_HELD = 0.95
+
+
+def _shingles(words: list[str]) -> set[tuple[str, ...]]:
+    if len(words) < 3:
+        return {tuple(words)} if words else set()
+    return {tuple(words[i : i + 3]) for i in range(len(words) - 2)}
+
+
+def _held(blocks: list[list[str]], other: set[tuple[str, ...]]) -> list[float]:
+    """Per block: the share of its shingles that occur in the other extractor's text."""
+    out = []
+    for words in blocks:
+        grams = _shingles(words)
+        out.append(len(grams & other) / len(grams) if grams else 1.0)
+    return out
+
+
+def combine_opinions(ours: BlockList, second: BlockList) -> BlockList:
+    """Our blocks checked against a second extractor's (readability-lxml): where they agree,
+    ours; where ours holds under half of a long article that the second holds as prose,
+    the second's; where ours runs on past the last block the second also holds, ours up to
+    that block. See the section comment for the measurements behind each case."""
+    ours = drop_repeated_blocks(ours)
+    if not ours or not second:
+        return ours
+    our_words = [_OPINION_TOKEN.findall(text.lower()) for _, text in ours]
+    second_words = [_OPINION_TOKEN.findall(text.lower()) for _, text in second]
+    our_grams: set[tuple[str, ...]] = set().union(*map(_shingles, our_words))
+    second_grams: set[tuple[str, ...]] = set().union(*map(_shingles, second_words))
+    ours_held = _held(our_words, second_grams)
+    second_held = _held(second_words, our_grams)
+    our_total = sum(map(len, our_words)) or 1
+    second_total = sum(map(len, second_words)) or 1
+    ours_share = sum(len(w) * h for w, h in zip(our_words, ours_held, strict=True)) / our_total
+    second_share = sum(len(w) * h for w, h in zip(second_words, second_held, strict=True)) / second_total
+    missing_prose = sum(
+        len(w) for w, h in zip(second_words, second_held, strict=True) if h < _HELD and len(w) >= _SWAP_PROSE_WORDS
+    )
+    if ours_share >= _SWAP_MIN_OURS_HELD and missing_prose >= _SWAP_EXTRA_SHARE * our_total:
+        return second
+    if second_share >= _TRIM_MIN_SECOND_HELD and _TRIM_MIN_OURS_HELD <= ours_share < _TRIM_MAX_OURS_HELD:
+        last = max(i for i, h in enumerate(ours_held) if h >= _HELD) if any(h >= _HELD for h in ours_held) else -1
+        if last >= 0:
+            return ours[: last + 1]
+    return ours
+
+
+# a block of 20+ words made of text the blocks before it already gave, from two or more of them
+# (a layout rendering the story a second time as one block, a summary box quoting it). A block
+# repeating one earlier block stays: pages repeat a line, a question or a recipe step on purpose.
+_REPEAT_MIN_WORDS = 20
+_REPEAT_SHARE = 0.9
+
+
+def drop_repeated_blocks(blocks: BlockList) -> BlockList:
+    """Blocks without those that re-render text of several earlier blocks (see above)."""
+    seen: set[tuple[str, ...]] = set()
+    earlier: list[set[tuple[str, ...]]] = []
+    kept: BlockList = []
+    for kind, text in blocks:
+        words = _OPINION_TOKEN.findall(text.lower())
+        grams = _shingles(words)
+        if (
+            len(words) >= _REPEAT_MIN_WORDS
+            and len(grams & seen) >= _REPEAT_SHARE * len(grams)
+            and all(len(grams & one) < _REPEAT_SHARE * len(grams) for one in earlier)
+        ):
+            continue
+        seen |= grams
+        earlier.append(grams)
+        kept.append((kind, text))
+    return kept
+
+
+@lru_cache(maxsize=1)
+def _readability_document() -> type:
+    """readability-lxml's Document, reading a tree parsed here. Its own clean-up of the tree
+    (lxml_html_clean over every element, attribute and link: as long as its scoring) is
+    replaced by stripping the same scripts, styles, links and comments in one C call; the
+    scores it gives are the same. A fresh copy per pass: its second, lenient pass needs the
+    tree its first pass pruned."""
+    from readability import Document
+
+    class TreeDocument(Document):  # type: ignore[misc]
+        def _parse(self, input: Any) -> Any:
+            doc = copy.deepcopy(input)
+            etree.strip_elements(
+                doc, etree.Comment, etree.ProcessingInstruction, "script", "style", "link", with_tail=False
+            )
+            self.encoding = "utf-8"
+            return doc
+
+    return TreeDocument
+
+
+def _readability_blocks(tree: HtmlElement) -> BlockList:
+    """readability-lxml's article of the pre-cleaned page, as blocks (fragment_blocks of its HTML)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            summary = _readability_document()(tree).summary(html_partial=True)
+    except Exception:  # its "Unparseable" and any crash: no second opinion for this page
+        logger.debug("readability-lxml failed", exc_info=True)
+        return []
+    return _summary_blocks(summary)
+
+
+def _summary_blocks(markup: str) -> BlockList:
+    """readability's article HTML -> blocks, by fragment_blocks' rules (block elements and
+    <br><br> split paragraphs, <h1>-<h6> and a lone bold line are headings), walked with lxml:
+    the markup is clean, and beautifulsoup4 took as long as readability's scoring."""
+    try:
+        root = lxml_html.fragment_fromstring(markup, create_parent="div")
+    except (etree.ParserError, ValueError):
+        return []
+    blocks: BlockList = []
+    buf: list[str] = []
+
+    def flush(kind: str = "body") -> None:
+        for part in "".join(buf).split("\x00"):
+            text = collapse(part)
+            if text:
+                blocks.append((kind, text))
+        buf.clear()
+
+    def walk(node: Any) -> None:
+        for child in node:
+            tag = child.tag if isinstance(child.tag, str) else ""
+            if tag == "br":
+                prev = child.getprevious()
+                doubled = prev is not None and prev.tag == "br" and not (prev.tail or "").strip()
+                buf.append("\x00" if doubled else " ")
+            elif tag in _FRAGMENT_HEADING or (tag == "p" and _bold_line(child)):
+                flush()
+                buf.append(" ".join(child.itertext()))  # as bs4's get_text(" ")
+                flush("heading")
+            elif tag in _FRAGMENT_BLOCK or tag in _FRAGMENT_CONTAINERS:
+                flush()
+                buf.append(child.text or "")
+                walk(child)
+                flush()
+            elif tag and tag not in _FRAGMENT_DROP:
+                buf.append(child.text or "")
+                walk(child)
+            buf.append(child.tail or "")
+
+    buf.append(root.text or "")
+    walk(root)
+    flush()
+    return blocks
+
+
+def _bold_line(p: Any) -> bool:
+    """lxml twin of _bold_heading: <p><strong>Short label</strong></p>."""
+    if len(p) != 1 or (p.text or "").strip() or (p[0].tail or "").strip() or p[0].tag not in ("strong", "b"):
+        return False
+    text = collapse(p[0].text_content())
+    return bool(text) and len(text.split()) < 12 and not text.endswith((".", ":", ",", ";"))
 
 
 # --------------------------------------------------------------------------- pre-cleaning
@@ -620,6 +812,8 @@ _FRAGMENT_BLOCK = {
     "caption",
 }
 _FRAGMENT_HEADING = {"h1", "h2", "h3", "h4", "h5", "h6"}
+# containers that end a paragraph without being one
+_FRAGMENT_CONTAINERS = {"ul", "ol", "dl", "table", "tr", "tbody", "thead", "hr", "body", "html"}
 _FRAGMENT_DROP = ["script", "style", "noscript", "template", "iframe", "svg", "head", "button", "select", "object"]
 
 
@@ -674,18 +868,7 @@ def fragment_blocks(html: str) -> BlockList:
                 flush()
                 buf.append(child.get_text(" "))
                 flush("heading")
-            elif name in _FRAGMENT_BLOCK or name in (
-                "ul",
-                "ol",
-                "dl",
-                "table",
-                "tr",
-                "tbody",
-                "thead",
-                "hr",
-                "body",
-                "html",
-            ):
+            elif name in _FRAGMENT_BLOCK or name in _FRAGMENT_CONTAINERS:
                 flush()
                 walk(child)
                 flush()

@@ -724,3 +724,56 @@ def test_listicle_with_linked_headings_is_kept() -> None:
     )
     text = texts(extract_article(_page(f"<article>{items}<p>{BODY_4}</p></article>")))
     assert BODY_1 in text and BODY_2 in text and BODY_3 in text
+
+
+# --------------------------------------------------------------------------- second opinion (readability-lxml)
+
+STORY = [
+    ("body", BODY_1),
+    ("body", BODY_2),
+    ("body", BODY_3),
+    ("body", BODY_4),
+]
+
+
+def test_text_past_the_article_end_is_dropped_where_readability_stops() -> None:
+    # trafilatura runs on into the reprints notice after the story; readability-lxml ends with the story
+    page = _written("business_daily_reprints_tail")
+    text = texts(extract_article(page))
+    assert "Residents of the harbour district remain wary" in text
+    assert "non-commercial use only" not in text and "All Rights Reserved" not in text
+
+
+def test_second_opinion_trims_only_the_unconfirmed_tail() -> None:
+    tail = [("body", "Order Reprints"), ("body", "Subscribe to our morning newsletter for the day's top five stories.")]
+    inner = ("body", "Senate resolves to observe a minute of silence (@senate_press) October 9")
+    ours = [STORY[0], inner, *STORY[1:], *tail]
+    # readability holds the story but neither the embedded post inside it nor the tail
+    combined = H.combine_opinions(ours, STORY)
+    assert combined == [STORY[0], inner, *STORY[1:]]
+
+
+def test_second_opinion_replaces_a_partial_article() -> None:
+    # ours holds only the first paragraph of a long article that readability holds whole
+    second = [("heading", "Background"), *STORY, ("body", BODY_1.replace("city council", "regional board"))]
+    assert H.combine_opinions([STORY[0]], second) == second
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        [],  # readability found nothing
+        [("body", BODY_1)],  # readability picked one paragraph of ours: ours stays whole
+        # readability adds only short lines (captions, credits, teaser titles): not a partial article
+        [*STORY, ("body", "Photo: Harbour authority"), ("body", "Tram line extension approved")],
+    ],
+)
+def test_second_opinion_keeps_ours_otherwise(second: list[tuple[str, str]]) -> None:
+    assert H.combine_opinions(STORY, second) == STORY
+
+
+def test_a_block_re_rendering_earlier_blocks_is_dropped() -> None:
+    summary = ("body", f"{BODY_1} {BODY_2}")
+    repeated_step = ("body", BODY_3)  # one block repeated on purpose (a recipe step, a question) stays
+    blocks = [*STORY, summary, repeated_step]
+    assert H.drop_repeated_blocks(blocks) == [*STORY, repeated_step]
