@@ -1,4 +1,9 @@
-"""The ``newsdedup`` command: run the flow by hand, and read what it wrote."""
+"""The `newsdedup` command: run the ingest flow by hand or on a schedule, and read what it wrote.
+
+`build_parser` holds every subcommand; each takes the processed dir in both forms
+(positional PROCESSED_DIR or --processed-dir) through one shared parent parser, so options
+added later to a subcommand go next to the others without repeating that.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from pipeline.records import check_fields, iter_record_lines, read_records
 from pipeline.state import StateError
@@ -121,7 +127,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from pipeline.lock import writer_lock
     from pipeline.state import ProcessedDirLocked
 
-    processed = Path(args.processed_dir_option or args.processed_dir)
+    processed = Path(args.processed_dir)
     try:
         with writer_lock(processed, args.wait):  # the files and the database from one moment, no run between
             findings = check_processed(processed, repair=args.repair)
@@ -218,46 +224,160 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  lock_wait_seconds=args.lock_wait, on_collision=args.on_collision)
 
 
-def _parameter(text: str) -> tuple[str, object]:
+def _parameter(text: str) -> tuple[str, str]:
+    """-p KEY=VALUE; the value stays text until it is checked against the flow's signature."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value  # a plain string
+    return key, value
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
     from flows.serve import trigger
 
-    parameters = dict(args.param or [])
+    overrides = {}
     if args.raw_dir:
-        parameters["raw_dir"] = str(Path(args.raw_dir).resolve())
+        overrides["raw_dir"] = str(Path(args.raw_dir).resolve())
     if args.processed_dir:
-        parameters["processed_dir"] = str(Path(args.processed_dir).resolve())
-    return trigger(name=args.name, parameters=parameters, wait=args.wait, timeout=args.timeout)
+        overrides["processed_dir"] = str(Path(args.processed_dir).resolve())
+    return trigger(name=args.name, parameters=dict(args.param or []), overrides=overrides, wait=args.wait,
+                   timeout=args.timeout)
+
+
+# --- the parser ----------------------------------------------------------------------------
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written (examples keep their lines); every option with a
+    default says it, unless the help already does or the default is nothing (None, off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or "default" in text.lower() or default in (None, False, argparse.SUPPRESS)
+                or not action.option_strings and action.nargs != argparse.OPTIONAL):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line on stderr and exit code 2, as every other refusal here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("newsdedup")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _processed_dir_parent(default: str | None, help_text: str) -> argparse.ArgumentParser:
+    """PROCESSED_DIR and --processed-dir, the same on every subcommand (the two are aliases)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("processed_dir_arg", nargs="?", default=None, metavar="PROCESSED_DIR",
+                        help=f"{help_text} (default: {default or 'the one the deployment has'}; "
+                             "the same as --processed-dir)")
+    parent.add_argument("--processed-dir", dest="processed_dir", default=None, metavar="DIR",
+                        help="the same as PROCESSED_DIR")
+    parent.set_defaults(processed_dir_default=default)
+    return parent
+
+
+def _resolve_processed_dir(args: argparse.Namespace) -> None:
+    positional = getattr(args, "processed_dir_arg", None)
+    option = getattr(args, "processed_dir", None)
+    if positional and option and Path(positional) != Path(option):
+        prog = f"newsdedup {args.command}"
+        print(f"{prog}: PROCESSED_DIR {positional!r} and --processed-dir {option!r} differ: give one "
+              f"(see {prog} --help)", file=sys.stderr)
+        sys.exit(2)
+    if hasattr(args, "processed_dir_default"):
+        args.processed_dir = positional or option or args.processed_dir_default
+
+
+EXIT_CODES_READ = """exit codes:
+  0  done
+  2  bad arguments, or no readable state in the processed dir (missing or damaged)"""
+
+DESCRIPTION = """\
+newsdedup reads news articles from a raw dir (text, HTML, JSON, JSON Lines, Markdown), cleans
+them, finds the background passages they repeat from earlier articles, and writes one
+deduplicated record per article to a processed dir. Each run does only new work.
+
+"run" processes the raw dir once, with Prefect's embedded mode (no server to start).
+"serve" starts a local Prefect server and runs the flow on a schedule; "trigger" starts a run
+of it now. "records", "passages", "export" and "status" read the processed dir; they never
+block or disturb a running flow. "check" verifies the processed dir and can repair it.
+
+Run "newsdedup COMMAND --help" for the options, examples and exit codes of each command."""
+
+EPILOG = """\
+examples:
+  newsdedup run                                   raw/ -> processed/
+  newsdedup run --raw-dir /data/raw /data/processed
+  newsdedup records processed --fields id,title,repeats | head
+  newsdedup status processed --raw-dir raw        what is processed, and what is not yet
+  newsdedup serve --interval 300                  every 5 minutes, until Ctrl-C
+  newsdedup trigger --wait                        run the served deployment now
+
+exit codes: 0 done, 2 bad arguments or unusable input; see each command's --help for the others.
+Prefect keeps its state in ./.prefect unless PREFECT_HOME is set."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="newsdedup", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="newsdedup", description=DESCRIPTION, epilog=EPILOG, formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    writes = _processed_dir_parent("processed", "the processed dir the records are written to")
+    reads = _processed_dir_parent("processed", "the processed dir to read")
 
-    run = sub.add_parser("run", help="run the ingest flow once over the raw dir (embedded Prefect, no server)")
-    run.add_argument("--raw-dir", default="raw")
-    run.add_argument("--processed-dir", default="processed")
+    def command(name: str, summary: str, description: str, epilog: str,
+                parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=description, epilog=epilog, parents=parents,
+                              formatter_class=_HelpFormatter)
+
+    run = command("run", "run the ingest flow once over the raw dir (embedded Prefect, no server)", """\
+Run the ingest flow once: read the files under the raw dir that are new or changed since the
+last run, tag repeated passages, write records to the processed dir, and print the run's
+report. With nothing new it says so and returns at once, without starting Prefect. A large
+backlog is read in several runs, each reading at most --max-run-bytes of raw files.
+"python -m flows.ingest" is the same command.""", """\
+examples:
+  newsdedup run
+  newsdedup run --raw-dir /data/raw /data/processed
+  newsdedup run --raw-dir /data/raw --processed-dir /data/processed --wait 600
+
+exit codes:
+  0  done (or nothing new)
+  1  the flow run failed (processed dir left as it was before the run)
+  2  bad arguments, a missing raw dir, or a damaged state database
+  3  another run holds the processed dir (see --wait)""", [writes])
+    run.add_argument("--raw-dir", default="raw", metavar="DIR", help="the dir the articles are read from")
     run.add_argument("--max-run-bytes", type=int, default=None, metavar="BYTES",
                      help="raw bytes one run reads at most (default 256 MB); bounds memory on a large backlog")
     run.add_argument("--force", action="store_true",
                      help="start a flow run even when nothing under the raw dir is new or changed")
     run.add_argument("--once", action="store_true",
-                     help="one run only, even if files are left for a next run (see max_run_bytes)")
+                     help="one run only, even if files are left for a next run (see --max-run-bytes)")
     run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                     help="if another run holds processed/, wait this long for it instead of exiting")
+                     help="if another run holds the processed dir, wait this long for it instead of exiting")
     run.set_defaults(func=cmd_run)
 
-    records = sub.add_parser("records", help="print every current record as JSON Lines (processed/README.md)")
-    records.add_argument("processed_dir", nargs="?", default="processed", metavar="PROCESSED_DIR")
+    records = command("records", "print every current record as JSON Lines (processed/README.md)", """\
+Print the current records, one JSON object per line, oldest published first. The record
+fields are described in processed/README.md.""", """\
+examples:
+  newsdedup records processed | head -n 3
+  newsdedup records processed --fields id,published,outlet,repeats
+  newsdedup records processed --since RUN_ID        only what later runs wrote or rewrote
+  newsdedup records processed --since 2026-01-01T00:00:00Z --strip-repeats
+
+""" + EXIT_CODES_READ, [reads])
     records.add_argument("--since", metavar="RUN_ID|TIMESTAMP",
                          help="only records written or rewritten after this run (id) or ISO time (UTC if no offset)")
     records.add_argument("--fields", metavar="a,b,...", help="only these top-level fields, e.g. id,title,text")
@@ -267,63 +387,147 @@ def build_parser() -> argparse.ArgumentParser:
                          help="keep every paragraph with its flag (the default)")
     records.set_defaults(func=cmd_records)
 
-    passages = sub.add_parser("passages", help="print the repeated passages (the passage catalog) as JSON Lines")
-    passages.add_argument("processed_dir", nargs="?", default="processed", metavar="PROCESSED_DIR")
+    passages = command("passages", "print the repeated passages (the passage catalog) as JSON Lines", """\
+Print each repeated passage once, as JSON Lines: its canonical text, the record and paragraph
+of its first occurrence, how many copies and variants, and the outlets that repeat it.""", """\
+examples:
+  newsdedup passages processed
+  newsdedup passages processed --occurrences        every repeat of each passage too
+
+""" + EXIT_CODES_READ, [reads])
     passages.add_argument("--occurrences", action="store_true", help="also list every repeat of each passage")
     passages.set_defaults(func=cmd_passages)
 
-    export = sub.add_parser("export", help="write a snapshot of the current records to one file")
-    export.add_argument("processed_dir", nargs="?", default="processed", metavar="PROCESSED_DIR")
-    export.add_argument("--format", choices=("jsonl", "parquet", "csv"), default="jsonl")
+    export = command("export", "write a snapshot of the current records to one file", """\
+Write the current records to one file: JSON Lines, Parquet or CSV.""", """\
+examples:
+  newsdedup export processed --format parquet --out /tmp/snapshot.parquet
+  newsdedup export processed --format csv --out - | head
+
+""" + EXIT_CODES_READ, [reads])
+    export.add_argument("--format", choices=("jsonl", "parquet", "csv"), default="jsonl", help="file format")
     export.add_argument("--out", required=True, metavar="PATH", help="file to write ('-' for stdout: jsonl, csv)")
     export.add_argument("--since", metavar="RUN_ID|TIMESTAMP", help="only records written after this run or time")
     export.set_defaults(func=cmd_export)
 
-    status = sub.add_parser("status", help="what the processed dir holds and how the last run went")
-    status.add_argument("processed_dir", nargs="?", default="processed", metavar="PROCESSED_DIR")
-    status.add_argument("--raw-dir", default=None, help="also count raw files not processed yet")
+    status = command("status", "what the processed dir holds, how the last run went, what is not processed yet", """\
+Print what the processed dir holds (files, records, repeats, quarantine) and how the last run
+went. With --raw-dir, also list the raw files a run would read now (new or changed) and those
+it could not read that are not in the quarantine list yet.""", """\
+examples:
+  newsdedup status processed
+  newsdedup status processed --raw-dir raw
+  newsdedup status processed --json | jq .last_run.run_id
+
+""" + EXIT_CODES_READ, [reads])
+    status.add_argument("--raw-dir", default=None, metavar="DIR", help="also list the raw files not processed yet")
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
     status.set_defaults(func=cmd_status)
 
-    check = sub.add_parser("check", help="verify processed/ (database, part files, Bloom filter, reports); "
-                                         "exit 0 when sound, 1 when something is wrong, 2 when the database is damaged")
-    check.add_argument("processed_dir", nargs="?", default="processed", metavar="PROCESSED_DIR")
-    check.add_argument("--processed-dir", dest="processed_dir_option", default=None, help=argparse.SUPPRESS)
+    check = command("check", "verify the processed dir (database, part files, Bloom filter, reports)", """\
+Verify that the processed dir is consistent: the state database, the part files, the Bloom
+filter and the reports agree. With --repair, rewrite what is wrong from the database
+(parts, Bloom filter, reports), crash-safely. Holds the writer lock while it checks.""", """\
+examples:
+  newsdedup check processed
+  newsdedup check processed --repair
+
+exit codes:
+  0  consistent (with --repair: consistent after the repair)
+  1  something is wrong (with --repair: still wrong after the repair)
+  2  the state database is damaged, or bad arguments
+  3  a run holds the processed dir (see --wait)""", [reads])
     check.add_argument("--repair", action="store_true",
                        help="rewrite what is wrong from the database (parts, Bloom filter, reports), crash-safely")
     check.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                       help="if a run holds processed/, wait this long for it instead of exiting (exit 3)")
+                       help="if a run holds the processed dir, wait this long for it instead of exiting (exit 3)")
     check.set_defaults(func=cmd_check)
 
-    serve = sub.add_parser("serve", help="run the ingest flow on a schedule: a local Prefect server and the "
-                                         "'ingest/newsdedup' deployment (Ctrl-C stops both)")
-    serve.add_argument("--raw-dir", default="raw")
-    serve.add_argument("--processed-dir", default="processed")
-    serve.add_argument("--name", default="newsdedup", help="deployment name (default: newsdedup)")
+    serve = command("serve", "run the ingest flow on a schedule: a local Prefect server and the "
+                             "'ingest/newsdedup' deployment (Ctrl-C stops both)", """\
+Start a Prefect server on 127.0.0.1 (its data and log under .prefect/) and serve the ingest
+flow from this process as the deployment ingest/NAME, on a schedule (every 15 minutes
+unless --interval or --cron says otherwise), one run at a time. With PREFECT_API_URL set,
+that server is used and none is started.
+
+Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops it cleanly: a run in progress is
+cancelled, the schedule is paused, the server stops. The server also stops if this process
+is killed; the next start cleans up after a serve that was killed (SIGKILL).""", """\
+examples:
+  newsdedup serve
+  newsdedup serve --interval 300
+  newsdedup serve --cron '0 6-22 * * *' --timezone Europe/Berlin
+  newsdedup serve --raw-dir /data/raw /data/processed --port 4300
+
+exit codes:
+  0  stopped cleanly (Ctrl-C, SIGTERM, SIGHUP)
+  2  bad arguments (schedule, time zone), the port is busy, the Prefect server did not start,
+     or another newsdedup serve is running with the same PREFECT_HOME""", [writes])
+    serve.add_argument("--raw-dir", default="raw", metavar="DIR", help="the dir the articles are read from")
+    serve.add_argument("--name", default="newsdedup", help="deployment name")
     when = serve.add_mutually_exclusive_group()
-    when.add_argument("--interval", type=float, metavar="SECONDS", help="run every SECONDS (default: 900)")
+    when.add_argument("--interval", type=_positive_seconds, metavar="SECONDS",
+                      help="run every SECONDS (default: 900)")
     when.add_argument("--cron", metavar="EXPR", help="run on a cron schedule instead, e.g. '*/10 * * * *'")
-    serve.add_argument("--timezone", metavar="TZ", help="time zone of the schedule, e.g. Europe/Berlin (default UTC)")
-    serve.add_argument("--port", type=int, default=4200,
-                       help="port of the Prefect server started on 127.0.0.1 (default 4200; ignored when "
+    serve.add_argument("--timezone", metavar="TZ",
+                       help="IANA time zone of the schedule, e.g. Europe/Berlin (default: UTC)")
+    serve.add_argument("--port", type=_port, default=4200,
+                       help="port of the Prefect server started on 127.0.0.1 (default: 4200; ignored when "
                             "PREFECT_API_URL is set: then that server is used and none is started)")
     serve.add_argument("--lock-wait", type=float, default=300.0, metavar="SECONDS",
-                       help="a run finding processed/ locked (e.g. by `newsdedup run`) waits this long (default 300)")
+                       help="a run finding the processed dir locked (e.g. by `newsdedup run`) waits this long")
     serve.add_argument("--on-collision", choices=("enqueue", "cancel"), default="enqueue",
-                       help="a run started while another runs: waits for it (enqueue, default) or is cancelled")
+                       help="a run started while another runs: waits for it (enqueue) or is cancelled")
     serve.set_defaults(func=cmd_serve)
 
-    trigger = sub.add_parser("trigger", help="start a run of the served deployment now")
-    trigger.add_argument("--name", default="newsdedup", help="deployment name (default: newsdedup)")
-    trigger.add_argument("--raw-dir", default=None, help="override the deployment's raw dir for this run")
-    trigger.add_argument("--processed-dir", default=None, help="override the deployment's processed dir")
+    trigger = command("trigger", "start a run of the served deployment now", """\
+Start a run of the deployment that "newsdedup serve" serves, now. The server is the one
+"newsdedup serve" recorded in .prefect/newsdedup-serve.json, or PREFECT_API_URL. Parameters
+are checked against the ingest flow before a run is created, and a run is created only if
+something serves the deployment (a live newsdedup serve, or a runner or worker that polled
+it in the last 90 s).""", """\
+examples:
+  newsdedup trigger
+  newsdedup trigger --wait                  wait for the run, print its report
+  newsdedup trigger --wait --raw-dir /data/extra-raw
+  newsdedup trigger -p batch_size=50 -p io_retries=5
+
+exit codes:
+  0  run started (with --wait: completed)
+  1  with --wait: the run ended failed, cancelled or crashed
+  2  bad arguments or parameters, no Prefect server, or no such deployment
+  3  nothing serves the deployment (no run was created, or with --wait the runner went away)
+  4  with --wait: not finished within --timeout
+  5  with --wait: lost the Prefect API""", [_processed_dir_parent(None, "override the deployment's processed dir")])
+    trigger.add_argument("--name", default="newsdedup", help="deployment name")
+    trigger.add_argument("--raw-dir", default=None, metavar="DIR", help="override the deployment's raw dir")
     trigger.add_argument("-p", "--param", action="append", type=_parameter, metavar="KEY=VALUE",
-                         help="another flow parameter for this run (JSON value or string), repeatable")
+                         help="another flow parameter for this run, repeatable (checked against the flow)")
     trigger.add_argument("--wait", action="store_true", help="wait for the run; exit non-zero unless it completed")
-    trigger.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
-                         help="with --wait: give up after this long (exit 4; default 3600)")
+    trigger.add_argument("--timeout", type=_positive_seconds, default=3600.0, metavar="SECONDS",
+                         help="with --wait: give up after this long (exit 4)")
     trigger.set_defaults(func=cmd_trigger)
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {value}")
+    return value
 
 
 def _database_error(args: argparse.Namespace, exc: sqlite3.DatabaseError) -> str:
@@ -343,6 +547,7 @@ def _database_error(args: argparse.Namespace, exc: sqlite3.DatabaseError) -> str
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    _resolve_processed_dir(args)
     try:
         code = args.func(args)
     except StateError as exc:

@@ -3,7 +3,9 @@
 Each task wraps one library step (``pipeline.ingest.IngestRun``); a task works on a batch
 of files, never on a paragraph, because every task run costs Prefect milliseconds and an
 API write. Run once by hand with ``python -m flows.ingest`` or ``newsdedup run``; on a
-schedule with ``newsdedup serve`` (see ``flows/serve.py``).
+schedule with ``newsdedup serve`` (see ``flows/serve.py``). ``python -m flows.ingest`` is
+``newsdedup run`` under another name: the same options, the project-local PREFECT_HOME, the
+nothing-new shortcut.
 
 Failure policy:
 - A file that cannot be read (an ``OSError``: NFS hiccup, file still being written) is
@@ -19,10 +21,17 @@ Failure policy:
 
 from __future__ import annotations
 
-import argparse
+import sys
+
+if __name__ == "__main__":
+    # Before Prefect is imported below: it reads PREFECT_HOME once, on import, and would put
+    # its database in ~/.prefect; `newsdedup run` sets up the environment first.
+    from flows.cli import main as _newsdedup_main
+
+    _newsdedup_main(["run", *sys.argv[1:]])  # exits
+
 import copy
 import sqlite3
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -246,16 +255,3 @@ def ingest(
     create_markdown_artifact(report, key=REPORT_KEY, description=f"newsdedup ingest run #{summary.run_seq}")
     logger.info("report: artifact %r, %s", REPORT_KEY, Path(processed_dir) / LAST_RUN_MD)
     return summary.as_dict()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run the newsdedup ingest flow once.")
-    parser.add_argument("--raw-dir", default="raw")
-    parser.add_argument("--processed-dir", default="processed")
-    args = parser.parse_args(argv)
-    result = ingest(raw_dir=args.raw_dir, processed_dir=args.processed_dir)
-    print(f"{result['records_written']} records written, {result['repeats_flagged']} repeats flagged")
-
-
-if __name__ == "__main__":
-    main()

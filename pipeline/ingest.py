@@ -201,6 +201,14 @@ def plan_run(raw_dir: Path, store: Store, max_run_bytes: int | None = None) -> P
 def pending_files(raw_dir: Path, processed_dir: Path) -> int | None:
     """How many raw files a run would read now (new or changed), read without the writer
     lock and without writing; None when the processed dir holds no state yet."""
+    pending = pending_paths(raw_dir, processed_dir)
+    return None if pending is None else len(pending)
+
+
+def pending_paths(raw_dir: Path, processed_dir: Path) -> list[tuple[str, str]] | None:
+    """The raw files a run would look at now, as (path, why): "new", "changed" (size or
+    mtime differ; a run then compares SHA-256), or the reason it cannot be read and is not
+    yet in the quarantine list. Sorted by path; None when the processed dir holds no state."""
     try:
         conn = connect(Path(processed_dir), readonly=True)
     except StateError:
@@ -213,9 +221,15 @@ def pending_files(raw_dir: Path, processed_dir: Path) -> int | None:
     finally:
         conn.close()
     entries, problems = scan_raw(Path(raw_dir))
-    changed = sum(1 for e in entries if (row := known.get(e.path)) is None or row["size"] != e.size
-                  or row["mtime_ns"] != e.abs_path.stat().st_mtime_ns)
-    return changed + sum(1 for p in problems if p.path not in reported)
+    pending: list[tuple[str, str]] = []
+    for entry in entries:
+        row = known.get(entry.path)
+        if row is None:
+            pending.append((entry.path, "new"))
+        elif row["size"] != entry.size or row["mtime_ns"] != entry.abs_path.stat().st_mtime_ns:
+            pending.append((entry.path, "changed"))
+    pending += [(p.path, p.reason) for p in problems if p.path not in reported]
+    return sorted(pending)
 
 
 def batches(items: list[PlannedFile], size: int) -> Iterator[list[PlannedFile]]:

@@ -6,8 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.ingest import pending_paths
 from pipeline.read import scan_raw
 from pipeline.state import connect
+
+# `status` text lists this many files not processed yet; --json lists them all.
+PENDING_SHOWN = 50
 
 
 def collect_status(processed_dir: Path, raw_dir: Path | None = None) -> dict[str, Any]:
@@ -48,6 +52,9 @@ def collect_status(processed_dir: Path, raw_dir: Path | None = None) -> dict[str
     if raw_dir is not None:
         entries, _ = scan_raw(raw_dir)
         status["raw_files"] = len(entries)
+        status["raw_dir"] = str(raw_dir)
+        status["not_processed"] = [{"path": path, "why": why}
+                                   for path, why in pending_paths(raw_dir, processed_dir) or []]
     return status
 
 
@@ -62,8 +69,6 @@ def format_status(status: dict[str, Any]) -> str:
         f"copies of {status['passages']} repeated passages; {status['duplicates']} whole copies",
         f"runs:               {status['runs']}",
     ]
-    if "raw_files" in status:
-        lines.append(f"raw files now:      {status['raw_files']}")
     last = status.get("last_run")
     if last:
         lines.append(f"last run:           #{last['seq']} {last['run_id']} {last['outcome']} at {last['finished_at']} "
@@ -71,4 +76,13 @@ def format_status(status: dict[str, Any]) -> str:
                      f"{last['repeats_flagged']} repeats)")
     else:
         lines.append("last run:           none")
+    if "raw_files" in status:
+        pending = status["not_processed"]
+        lines.append(f"raw files now:      {status['raw_files']} in {status['raw_dir']}, "
+                     f"{len(pending)} not processed yet" + (":" if pending else ""))
+        for item in pending[:PENDING_SHOWN]:
+            known = item["why"] in ("new", "changed")  # else the reason the next run will quarantine it
+            lines.append(f"  {item['why']:<8} {item['path']}" if known else f"  refused  {item['path']}: {item['why']}")
+        if len(pending) > PENDING_SHOWN:
+            lines.append(f"  ... and {len(pending) - PENDING_SHOWN} more (--json lists them all)")
     return "\n".join(lines)

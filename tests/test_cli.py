@@ -1,13 +1,18 @@
-"""The `newsdedup` command as a user runs it: a real process, the real flow (embedded Prefect)."""
+"""The `newsdedup` command as a user runs it: a real process, the real flow (embedded Prefect);
+its help, version and argument checks in process (no interpreter start-up)."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from flows.cli import build_parser, main
 from pipeline.state import writer_lock
 from tests.conftest import ROOT
 
@@ -20,14 +25,26 @@ def newsdedup(*args: str, env_home: Path) -> subprocess.CompletedProcess[str]:
                           stdin=subprocess.DEVNULL)
 
 
+def _without_prefect_home(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"}
+    env["HOME"] = str(tmp_path / "home")
+    return env
+
+
 def test_run_reads_a_backlog_in_bounded_runs_then_records_and_status(seed_raw: Path, tmp_path: Path) -> None:
     processed = tmp_path / "processed"
     home = tmp_path / "prefect-home"
-    done = newsdedup("run", "--raw-dir", str(seed_raw), "--processed-dir", str(processed),
-                     "--max-run-bytes", "6000", env_home=home)
+    # `python -m flows.ingest` is `newsdedup run`: from a project dir with no PREFECT_HOME set,
+    # Prefect's database goes into that dir's .prefect, not ~/.prefect, and no telemetry errors are logged.
+    done = subprocess.run([sys.executable, "-m", "flows.ingest", "--raw-dir", str(seed_raw), "--processed-dir",
+                           str(processed), "--max-run-bytes", "6000"], cwd=tmp_path,
+                          env=_without_prefect_home(tmp_path), capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "files left: running again" in done.stdout
     assert done.stdout.count("# newsdedup ingest run") >= 3
+    assert (tmp_path / ".prefect").is_dir() and not (tmp_path / "home" / ".prefect").exists()
+    assert "telemetry" not in done.stderr.lower()
 
     listed = newsdedup("records", str(processed), env_home=home)
     records = [json.loads(line) for line in listed.stdout.splitlines()]
@@ -64,3 +81,146 @@ def test_run_with_nothing_new_returns_at_once(seed_raw: Path, tmp_path: Path) ->
     assert not (tmp_path / "h").exists()  # Prefect never started
     (seed_raw / "new.txt").write_text("A new article arrives with a few words of its own to say.")
     assert pending_files(seed_raw, processed) == 1
+
+
+def test_python_m_flows_ingest_takes_the_nothing_new_shortcut(seed_raw: Path, tmp_path: Path) -> None:
+    from pipeline.ingest import run_ingest
+
+    processed = tmp_path / "processed"
+    run_ingest(seed_raw, processed)
+    done = subprocess.run([sys.executable, "-m", "flows.ingest", "--raw-dir", str(seed_raw), str(processed)],
+                          cwd=tmp_path, env=_without_prefect_home(tmp_path), capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0 and "nothing new" in done.stdout, done.stderr
+    assert not (tmp_path / ".prefect").exists() and not (tmp_path / "home").exists()  # Prefect never started
+
+
+# --- help, version, arguments ----------------------------------------------------------------
+
+COMMANDS = ("run", "records", "passages", "export", "status", "check", "serve", "trigger")
+
+
+def _help(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--help"])
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_is_plain_text_with_defaults_examples_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    top = _help(capsys)
+    assert "``" not in top and ":func:" not in top
+    assert "examples:" in top and "exit codes:" in top
+    for command in COMMANDS:
+        text = _help(capsys, command)
+        assert "``" not in text and ":func:" not in text, command
+        assert "examples:" in text and "exit codes:" in text and "\n  0  " in text, command
+        assert "PROCESSED_DIR" in text and "--processed-dir" in text, command
+    assert "--raw-dir DIR         the dir the articles are read from (default: raw)" in _help(capsys, "run")
+    serve = _help(capsys, "serve")
+    assert "(default: 300.0)" in serve and "(default: enqueue)" in serve and "SIGHUP" in serve
+    assert "3  nothing serves the deployment" in _help(capsys, "trigger")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"newsdedup {version('newsdedup')}"
+
+
+def test_every_command_takes_the_processed_dir_both_ways(capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.cli import _resolve_processed_dir
+
+    extra = {"export": ["--out", "-"]}
+    for command in COMMANDS:
+        parsed = []
+        for form in (["/data/p"], ["--processed-dir", "/data/p"]):
+            args = build_parser().parse_args([command, *form, *extra.get(command, [])])
+            _resolve_processed_dir(args)
+            parsed.append(args.processed_dir)
+        assert parsed == ["/data/p", "/data/p"], command
+        args = build_parser().parse_args([command, *extra.get(command, [])])
+        _resolve_processed_dir(args)
+        assert args.processed_dir == (None if command == "trigger" else "processed"), command
+    with pytest.raises(SystemExit) as exited:
+        main(["records", "a", "--processed-dir", "b"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_usage_errors_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["serve", "--port", "0"], ["serve", "--interval", "-5"], ["trigger", "-p", "novalue"],
+                 ["run", "--wait", "soon"], ["nosuchcommand"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2, argv
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "--help" in err, (argv, err)
+
+
+def test_status_lists_the_raw_files_not_processed_yet(seed_raw: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.ingest import run_ingest
+
+    processed = tmp_path / "processed"
+    run_ingest(seed_raw, processed)
+    (seed_raw / "late.txt").write_text("A late article with a few words of its own to say about the day.")
+    changed = sorted(seed_raw.glob("*.txt"))[0]
+    changed.write_text(changed.read_text() + "\nA correction was appended.\n")
+    (seed_raw / "notes.docx").write_bytes(b"PK")
+    with pytest.raises(SystemExit) as exited:
+        main(["status", "--processed-dir", str(processed), "--raw-dir", str(seed_raw)])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "3 not processed yet:" in text
+    assert "  new      late.txt" in text and f"  changed  {changed.name}" in text
+    assert "  refused  notes.docx: " in text
+    with pytest.raises(SystemExit):
+        main(["status", str(processed), "--raw-dir", str(seed_raw), "--json"])
+    listed = json.loads(capsys.readouterr().out)["not_processed"]
+    assert [(item["path"], item["why"]) for item in listed if item["why"] in ("new", "changed")] == \
+        sorted([("late.txt", "new"), (changed.name, "changed")])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_refuses_a_bad_schedule_before_starting_a_server(tmp_path: Path) -> None:
+    home = tmp_path / "prefect-home"
+    for option, value, message in (("--cron", "every tuesday", 'Invalid cron string: "every tuesday"'),
+                                   ("--timezone", "Mars/Olympus", 'Invalid timezone: "Mars/Olympus"')):
+        done = newsdedup("serve", option, value, "--port", str(_free_port()), env_home=home)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert done.stderr.strip() == f"newsdedup serve: {option}: {message}" + (
+            " (specify in IANA tzdata format, for example, America/New_York)" if option == "--timezone" else "")
+        assert not (home / "server.log").exists()  # no server was started
+
+
+def test_trigger_checks_parameters_against_the_flow_before_asking_a_server(tmp_path: Path) -> None:
+    # Nothing listens on this port: the parameter is refused before any request is sent.
+    api = f"http://127.0.0.1:{_free_port()}/api"
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "home"), PREFECT_API_URL=api)
+    done = subprocess.run([*NEWSDEDUP, "trigger", "-p", "batch_size=abc"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("newsdedup trigger: parameter batch_size='abc' is not a valid int: ")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_check_parameters_types_known_names_and_refuses_the_rest() -> None:
+    from flows.ingest import ingest
+    from flows.serve import ServeError, check_parameters
+
+    assert check_parameters(ingest, {"batch_size": "50", "raw_dir": "123", "lock_wait_seconds": "1.5",
+                                     "progress_bar": "true"}) == {
+        "batch_size": 50, "raw_dir": "123", "lock_wait_seconds": 1.5, "progress_bar": True}
+    with pytest.raises(ServeError, match="the ingest flow has no parameter 'treshold'; it takes raw_dir, "):
+        check_parameters(ingest, {"treshold": "0.5"})
+    with pytest.raises(ServeError, match="parameter workers='two' is not a valid int"):
+        check_parameters(ingest, {"workers": "two"})

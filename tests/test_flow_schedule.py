@@ -1,14 +1,18 @@
 """``newsdedup serve`` end to end: a real Prefect server, the served ``ingest`` deployment on
-a short interval schedule, manual triggers, the concurrency limit, and a clean shutdown.
+a short interval schedule, manual triggers, the concurrency limit, a trigger nothing would
+run, a ``serve`` killed with SIGKILL (the next one cleans up), and SIGHUP.
 
 One ``newsdedup serve`` process for the module (it starts the Prefect server as its child
 on a free loopback port, with PREFECT_HOME under the pytest tmp dir). The tests run in
-order and share it. Teardown kills both processes by PID (process group), always.
-Everything waits by polling with generous deadlines: nothing here asserts a duration.
+order and share it; the SIGKILL test replaces it with a second one on the same port and
+home, which the SIGHUP test stops. Teardown kills every process started here by PID
+(process group), always. Everything waits by polling with generous deadlines: nothing here
+asserts a duration.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -19,33 +23,37 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from flows.serve import ServeError, clear_previous_state, command_line, process_alive, write_state
 from tests.conftest import SEED_FILES, SEEDS
 
 pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
 DEPLOYMENT = "schedtest"
+UNSERVED = "nobody-serves-this"  # a deployment of the same flow that no runner polls
 INTERVAL = 20  # seconds between scheduled runs
 DEADLINE = 150.0  # generous: a loaded 2-core CI machine
 
 
 @dataclass
 class Served:
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | None
     server_pid: int
     api_url: str
     raw: Path
     processed: Path
     env: dict[str, str]
     log: Path
+    port: int = 0
     deployment_id: str = ""
+    groups: list[int] = field(default_factory=list)  # every process group started here: killed in teardown
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         response = httpx.request(method, f"{self.api_url}{path}", json=body, timeout=30)
@@ -101,16 +109,26 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie (exited, not yet reaped by its dead parent) counts as gone
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
+def _start_serve(served: Served, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(BIN / "newsdedup"), "serve", "--name", DEPLOYMENT, "--interval", str(INTERVAL), "--port",
+             str(served.port), "--raw-dir", str(served.raw), "--processed-dir", str(served.processed),
+             "--lock-wait", "120"],
+            cwd=served.raw.parent, env=served.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    served.groups.append(process.pid)
+    served.process, served.log = process, log
+    return process
+
+
+def _newsdedup(served: Served, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "newsdedup"), *args], env=dict(served.env, **env), stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=DEADLINE + 60)
+
+
+def _state_file(served: Served) -> Path:
+    return Path(served.env["PREFECT_HOME"]) / "newsdedup-serve.json"
 
 
 def _record_paths(processed: Path) -> set[str]:
@@ -135,36 +153,33 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "PREFECT_RUNNER_POLL_FREQUENCY": "2",  # the runner looks for due runs every 2 s, not 10
         "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",  # a waiting run retries every 2 s
     })
-    log = base / "serve.log"
     port = _free_port()
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [str(BIN / "newsdedup"), "serve", "--name", DEPLOYMENT, "--interval", str(INTERVAL), "--port", str(port),
-             "--raw-dir", str(raw), "--processed-dir", str(processed), "--lock-wait", "120"],
-            cwd=base, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
-    state_file = home / "newsdedup-serve.json"
-    served = Served(process, 0, f"http://127.0.0.1:{port}/api", raw, processed, env, log)
+    served = Served(None, 0, f"http://127.0.0.1:{port}/api", raw, processed, env, base / "serve.log", port=port)
     try:
-        info = _wait_for("newsdedup serve to start the server and serve", lambda: json.loads(state_file.read_text()),
-                         served)
+        _start_serve(served, base / "serve.log")
+        info = _wait_for("newsdedup serve to start the server and serve",
+                         lambda: json.loads(_state_file(served).read_text()), served)
         served.server_pid = int(info["server_pid"])
+        served.groups.append(served.server_pid)
         assert info["api_url"] == served.api_url
         deployment = _wait_for("the deployment", lambda: served.api("GET", f"/deployments/name/ingest/{DEPLOYMENT}"),
                                served)
         served.deployment_id = deployment["id"]
+        # Registered now, so that by its test it is long past Prefect's grace for a first poll.
+        served.api("POST", "/deployments/", {"name": UNSERVED, "flow_id": deployment["flow_id"]})
         yield served
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                pass
-        _kill_group(process.pid)
-        if served.server_pid:
-            _kill_group(served.server_pid)
-        process.wait(10)
+        for pid in served.groups:
+            if served.process is not None and pid == served.process.pid and served.process.poll() is None:
+                served.process.send_signal(signal.SIGTERM)
+                try:
+                    served.process.wait(60)
+                except subprocess.TimeoutExpired:
+                    pass
+        for pid in served.groups:
+            _kill_group(pid)
+        if served.process is not None:
+            served.process.wait(10)
 
 
 def test_deployment_has_schedule_and_concurrency_limit(served: Served) -> None:
@@ -236,10 +251,97 @@ def test_two_triggers_at_once_run_one_at_a_time_and_lose_nothing(served: Served)
     assert not [r for r in served.runs() if r["state_type"] in ("FAILED", "CRASHED")]
 
 
-def test_sigterm_stops_the_runner_and_the_server(served: Served) -> None:
-    served.process.send_signal(signal.SIGTERM)  # what Ctrl-C does too (SIGINT takes the same path)
+def test_trigger_refuses_a_deployment_nothing_serves(served: Served) -> None:
+    unserved = served.api("GET", f"/deployments/name/ingest/{UNSERVED}")
+    done = _newsdedup(served, "trigger", "--name", UNSERVED, PREFECT_API_URL=served.api_url)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert f"no runner or worker has polled ingest/{UNSERVED} ever" in done.stderr
+    assert served.api("POST", "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [unserved["id"]]}}}) == []
+
+
+def test_sigkill_leaves_a_stale_state_file_the_next_serve_cleans_up(served: Served) -> None:
+    state_file = _state_file(served)
+    killed_pid, orphan_pid = served.process.pid, served.server_pid
+    # The server is held stopped, so that the SIGTERM the parent's death sends it stays pending:
+    # it stands for a server that outlived its serve (an older newsdedup, a system without
+    # parent-death signals), with the port still bound.
+    os.killpg(orphan_pid, signal.SIGSTOP)
+    served.process.send_signal(signal.SIGKILL)
+    served.process.wait(30)
+    killed_at = datetime.datetime.now(datetime.timezone.utc)
+    assert process_alive(orphan_pid) and state_file.exists()
+
+    # A trigger now would create a run nobody executes: refused, without asking the (stopped) server.
+    done = _newsdedup(served, "trigger", "--name", DEPLOYMENT)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert f"(pid {killed_pid}) is not running" in done.stderr and "no run was created" in done.stderr
+
+    # The next serve, same home and port: the orphan is stopped (it is ours: same command line).
+    second = _start_serve(served, served.log.with_name("serve-2.log"))
+    info = _wait_for("the second serve to record its own server",
+                     lambda: (found := json.loads(state_file.read_text()))["pid"] == second.pid and found, served)
+    served.server_pid = int(info["server_pid"])
+    served.groups.append(served.server_pid)
+    log = served.log.read_text()
+    assert f"newsdedup serve (pid {killed_pid}) did not stop cleanly" in log
+    assert f"stopped the Prefect server it left running (pid {orphan_pid})" in log
+    assert not process_alive(orphan_pid)
+    def polled_since_the_kill() -> bool:
+        last = served.api("GET", f"/deployments/{served.deployment_id}")["last_polled"]
+        return bool(last) and datetime.datetime.fromisoformat(last) > killed_at
+
+    _wait_for("the second serve's runner to poll", polled_since_the_kill, served)
+
+
+def test_sighup_stops_the_runner_and_the_server(served: Served) -> None:
+    served.process.send_signal(signal.SIGHUP)  # the terminal or SSH session closed
     served.process.wait(90)
     assert served.process.returncode == 0, served.log_tail()
-    _wait_for("the Prefect server to exit", lambda: not _alive(served.server_pid), timeout=60)
-    assert not (Path(served.env["PREFECT_HOME"]) / "newsdedup-serve.json").exists()
-    assert "All deployments have been paused" in served.log.read_text()
+    _wait_for("the Prefect server to exit", lambda: not process_alive(served.server_pid), timeout=60)
+    assert not _state_file(served).exists()
+    log = served.log.read_text()
+    assert "SIGHUP received" in log and "All deployments have been paused" in log
+
+
+def test_a_tied_child_dies_when_its_parent_is_killed(tmp_path: Path) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom flows.serve import spawn_tied\n"
+         "child = spawn_tied([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+         "print(child.pid, flush=True)\ntime.sleep(300)"],
+        stdout=subprocess.PIPE, text=True, start_new_session=True)
+    child_pid = 0
+    try:
+        child_pid = int(parent.stdout.readline())  # type: ignore[union-attr]
+        assert process_alive(child_pid)
+        parent.kill()
+        parent.wait(30)
+        _wait_for("the child to exit after its parent's SIGKILL", lambda: not process_alive(child_pid), timeout=60)
+    finally:
+        _kill_group(parent.pid)
+        if child_pid:
+            _kill_group(child_pid)  # its own session: its pid is its group
+        parent.wait(10)
+
+
+def test_a_stale_state_file_never_stops_a_process_that_is_not_ours(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        state_file = tmp_path / "newsdedup-serve.json"
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        # A killed serve whose server PID now belongs to another program.
+        write_state(state_file, {"pid": gone.pid, "command": ["newsdedup", "serve"], "server_pid": stranger.pid,
+                                 "server_command": ["python", "prefect", "server", "start"]})
+        clear_previous_state(state_file)
+        assert process_alive(stranger.pid) and not state_file.exists()
+        reported = capsys.readouterr().err
+        assert f"pid {stranger.pid}, recorded as its Prefect server, now runs another program" in reported
+        # A serve that still runs (this process, by its own command line) is not stale.
+        write_state(state_file, {"pid": os.getpid(), "command": command_line(os.getpid()), "ui_url": "x"})
+        with pytest.raises(ServeError, match="already running"):
+            clear_previous_state(state_file)
+    finally:
+        stranger.kill()
+        stranger.wait(10)
