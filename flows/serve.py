@@ -228,6 +228,10 @@ def clear_previous_state(path: Path) -> None:
             raise ServeError(f"{left} and its Prefect server (pid {server_pid}) is still running and did not "
                              f"stop: stop it (kill -9 {server_pid}), then start again")
         say(f"newsdedup serve: a previous {left}; stopped the Prefect server it left running (pid {server_pid})")
+    elif server_pid and process_alive(int(server_pid)) and not state.get("server_command"):
+        # Written by an older newsdedup serve, which recorded no command lines: whose it is, is unknown.
+        say(f"newsdedup serve: a previous {left}; pid {server_pid}, recorded as its Prefect server, still runs: "
+            f"left alone (stop it with kill {server_pid} if it is that server)", err=True)
     elif server_pid and process_alive(int(server_pid)):
         say(f"newsdedup serve: a previous {left}; pid {server_pid}, recorded as its Prefect server, now runs "
             "another program: left alone", err=True)

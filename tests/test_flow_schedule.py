@@ -338,6 +338,11 @@ def test_a_stale_state_file_never_stops_a_process_that_is_not_ours(tmp_path: Pat
         assert process_alive(stranger.pid) and not state_file.exists()
         reported = capsys.readouterr().err
         assert f"pid {stranger.pid}, recorded as its Prefect server, now runs another program" in reported
+        # A state file of an older serve records no command lines: reported, never stopped.
+        write_state(state_file, {"pid": gone.pid, "server_pid": stranger.pid, "api_url": "x"})
+        clear_previous_state(state_file)
+        assert process_alive(stranger.pid) and not state_file.exists()
+        assert f"still runs: left alone (stop it with kill {stranger.pid}" in capsys.readouterr().err
         # A serve that still runs (this process, by its own command line) is not stale.
         write_state(state_file, {"pid": os.getpid(), "command": command_line(os.getpid()), "ui_url": "x"})
         with pytest.raises(ServeError, match="already running"):
