@@ -125,6 +125,28 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return inter / (a.size + b.size - inter)
 
 
+def jaccard_many(left: Sequence[np.ndarray], right: Sequence[np.ndarray], chunk: int = 100_000) -> np.ndarray:
+    """``jaccard(left[i], right[i])`` for every i, with a fixed number of numpy calls per chunk
+    of pairs: both sides keyed by pair, sorted together; a value seen twice is in both sets."""
+    out = np.zeros(len(left), dtype=np.float64)
+    for first in range(0, len(left), chunk):
+        lhs, rhs = left[first : first + chunk], right[first : first + chunk]
+        n = len(lhs)
+        lsz = np.fromiter((a.size for a in lhs), dtype=np.int64, count=n)
+        rsz = np.fromiter((b.size for b in rhs), dtype=np.int64, count=n)
+        if not (lsz.sum() + rsz.sum()):
+            continue
+        pair = np.arange(n, dtype=np.uint64)
+        keyed = np.concatenate([np.repeat(pair, lsz), np.repeat(pair, rsz)]) << np.uint64(32)
+        keyed |= np.concatenate([*lhs, *rhs]).astype(np.uint64)
+        keyed.sort()
+        both = keyed[1:][keyed[1:] == keyed[:-1]] >> np.uint64(32)
+        inter = np.bincount(both.astype(np.int64), minlength=n)
+        union = lsz + rsz - inter
+        out[first : first + n] = np.divide(inter, union, out=np.zeros(n), where=union > 0)
+    return out
+
+
 def _fmix32(values: np.ndarray) -> np.ndarray:
     v = values ^ (values >> np.uint32(16))
     v = v * _FMIX_M1

@@ -294,9 +294,12 @@ def _prepare_file(planned: PlannedFile, settings: IngestSettings, batch: Prepare
 
 def _check_storable(article: PreparedArticle) -> None:
     """What the record will hold must encode as UTF-8 JSON; found here, not at commit."""
-    probe = {"p": [p.text for p in article.paragraphs], "m": article.meta.as_dict(), "e": article.extra}
+    # The text is most of the bytes: encoding it is the check (a lone surrogate fails), with no
+    # JSON pass over it; the small metadata and extra fields go through the JSON encoder.
     try:
-        json.dumps(probe, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        "\n".join(p.text for p in article.paragraphs).encode("utf-8")
+        json.dumps({"m": article.meta.as_dict(), "e": article.extra}, ensure_ascii=False, allow_nan=False
+                   ).encode("utf-8")
     except (UnicodeEncodeError, ValueError) as exc:
         raise BadInput(f"text that cannot be stored as UTF-8 JSON: {type(exc).__name__}: {str(exc)[:200]}") from exc
 

@@ -193,7 +193,11 @@ def read_bytes(entry: RawEntry, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     # O_NOFOLLOW: a file swapped for a symlink after the scan is refused, not followed.
     fd = os.open(entry.abs_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     with os.fdopen(fd, "rb") as fh:
-        data = fh.read(max_bytes + 1)
+        # read(n) allocates n bytes up front: ask for the scanned size (plus one byte, to see a
+        # file that grew since), and only a grown file for more, up to the limit.
+        data = fh.read(min(entry.size, max_bytes) + 1)
+        if len(data) > entry.size:
+            data += fh.read(max_bytes + 1 - len(data))
     if len(data) > max_bytes:
         raise BadInput(f"file too large: over {max_bytes} bytes (max_file_bytes setting)")
     return data

@@ -41,7 +41,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.dedup import DedupSettings, band_keys, jaccard, tokenize
+from pipeline.dedup import DedupSettings, band_keys, jaccard, jaccard_many, tokenize
 from pipeline.units import Units
 
 Order = tuple[str, str, int]  # (publication sort key, path, item)
@@ -167,13 +167,23 @@ class _Pool:
         self.article_start: list[int] = []
         self.article_of: dict[str, int] = {}
         for a, article in enumerate(articles):
-            self.article_start.append(len(self.record))
+            # Whole articles at a time (list.extend over arrays): this runs for every unit of the run.
+            units = article.units
+            n = len(units)
+            start = len(self.record)
+            self.article_start.append(start)
             self.article_of[article.record_id] = a
-            sets = article.units.shingle_sets()
-            numbers = article.units.numbers.tolist()
-            for seq in range(len(article.units)):
-                self._append(article.record_id, a, seq, int(article.units.para[seq]), sets[seq],
-                             article.units.signatures[seq], int(article.uids[seq]), (a, seq), numbers[seq])
+            self.record.extend([article.record_id] * n)
+            self.art.extend([a] * n)
+            self.seq.extend(range(n))
+            self.para.extend(units.para.tolist())
+            self.sets.extend(units.shingle_sets())
+            self.sigs.extend(units.signatures)
+            self.numbers.extend(units.numbers.tolist())
+            uids = article.uids.tolist()
+            self.uid.extend(uids)
+            self.rank.extend(zip([a] * n, range(n), strict=True))
+            self.by_uid.update(zip(uids, range(start, start + n), strict=True))
         self.in_run = len(self.record)
         self.stored_orders: dict[int, tuple[Order, int]] = {}
 
@@ -303,9 +313,11 @@ class RepeatEngine:
         """Best verified candidate per unit: highest exact Jaccard, ties to the earliest."""
         best: dict[int, tuple[float, tuple, int]] = {}
         threshold, numbers_differ = self.settings.threshold, self.settings.numbers_threshold
-        for unit, cand in pairs.tolist():
-            sim = jaccard(pool.sets[unit], pool.sets[cand])
-            if sim < (numbers_differ if pool.numbers[unit] != pool.numbers[cand] else threshold):
+        pair_list = pairs.tolist()
+        sims = jaccard_many([pool.sets[u] for u, _ in pair_list], [pool.sets[c] for _, c in pair_list])
+        numbers = pool.numbers
+        for (unit, cand), sim in zip(pair_list, sims.tolist(), strict=True):
+            if sim < (numbers_differ if numbers[unit] != numbers[cand] else threshold):
                 continue
             rank = pool.sort_key(cand)
             current = best.get(unit)
@@ -330,6 +342,8 @@ class RepeatEngine:
                 match[seq] = seeds[base + seq]
                 sim[seq] = seed_sim[base + seq]
                 est[seq] = seed_est[base + seq]
+        if not match:
+            return self._first_occurrence(pool, base, article)
         self._extend(pool, article, base, match, sim, est, source)
 
         roots = np.full(count, -1, dtype=np.int64)
@@ -357,6 +371,16 @@ class RepeatEngine:
         self._paragraphs(pool, article, decision, match, roots, covered | stub, stub, sim, est)
         decision.duplicate_of = self._duplicate_of(pool, article, match, roots, source)
         return decision
+
+    def _first_occurrence(self, pool: _Pool, base: int, article: RunArticle) -> ArticleDecision:
+        """An article none of whose units matched (most news): every unit leads to itself.
+        The same decision the general path reaches, without its per-unit loops."""
+        count = len(article.units)
+        pool.stored_root.update((i, i) for i in range(base, base + count))
+        nan = np.full(count, np.nan)
+        return ArticleDecision(record_id=article.record_id, units_match=np.full(count, -1, dtype=np.int64),
+                               units_root=article.uids.astype(np.int64, copy=True), units_similarity=nan,
+                               units_estimated=nan.copy(), units_passage=[None] * count)
 
     def _extend(self, pool: _Pool, article: RunArticle, base: int, match: dict[int, int], sim: dict[int, float],
                 est: dict[int, float], source: UnitSource) -> None:

@@ -265,7 +265,8 @@ class SqliteUnits:
     def holders(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """``keys``: distinct keys (the engine passes each key once)."""
         if self.bloom is not None and keys.size:
-            keys = keys[self.bloom.might_contain(keys)]
+            # An empty filter (a first load) holds nothing: no key need be tested, nor looked up.
+            keys = keys[self.bloom.might_contain(keys)] if self.bloom.keys else keys[:0]
         found: list[tuple[int, int, str]] = []
         key_list = keys.tolist()
         for i in range(0, len(key_list), self.chunk):
@@ -338,13 +339,18 @@ class SqliteUnits:
             rows = [(k,) for k in np.sort(dropped).tolist()]
             self.conn.executemany("DELETE FROM keys WHERE key = ?", rows)
             self.conn.executemany("DELETE FROM keys_recent WHERE key = ?", rows)
+        recent = self.conn.execute("SELECT COUNT(*) FROM keys_recent").fetchone()[0]
         if keys.size:
             order = np.argsort(keys)
-            self.conn.executemany("INSERT OR REPLACE INTO keys_recent VALUES (?, ?)",
+            # A run with more new keys than keys_recent may hold (a first load) writes them to the
+            # big table in one sorted pass: through keys_recent they would be written twice.
+            table = "keys" if keys.size > RECENT_KEYS_MAX_ROWS else "keys_recent"
+            self.conn.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)",
                                   zip(keys[order].tolist(), uids[order].tolist(), strict=True))
+            if table == "keys_recent":
+                recent += int(keys.size)
             if self.bloom is not None:
                 self.bloom.add(keys)
-        recent = self.conn.execute("SELECT COUNT(*) FROM keys_recent").fetchone()[0]
         if recent > RECENT_KEYS_MAX_ROWS:
             # One pass in key order over the big table, every few runs, instead of
             # scattered inserts into it on every run.

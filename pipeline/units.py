@@ -132,5 +132,7 @@ class UnitSketcher:
 def number_hash(tokens: list[str]) -> int:
     """The numbers a unit states, as one value: a daily template ("512 new cases") is news
     when its numbers change, so a match whose numbers differ must be closer (repeats.py)."""
-    numbers = sorted(t for t in tokens if _DIGIT_RE.search(t))
+    if not _DIGIT_RE.search(" ".join(tokens)):  # most units state no number: one C call decides
+        return 0
+    numbers = sorted(t for t in tokens if not t.isalpha() and _DIGIT_RE.search(t))
     return zlib.crc32(" ".join(numbers).encode("utf-8")) if numbers else 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from datasketch import MinHash, MinHashLSH
 
-from pipeline.dedup import DedupSettings, MinHasher, band_keys, jaccard, shingle_hashes, tokenize
+from pipeline.dedup import DedupSettings, MinHasher, band_keys, jaccard, jaccard_many, shingle_hashes, tokenize
 
 
 def test_tokenize_keeps_every_script() -> None:
@@ -94,3 +94,17 @@ def test_batch_shingles_equal_per_paragraph_shingles() -> None:
     got = np.split(flat, np.cumsum(sizes)[:-1])
     for tokens, shingles in zip(token_lists, got, strict=True):
         assert np.array_equal(shingles, shingle_hashes(tokens, 5))
+
+
+def test_jaccard_many_equals_jaccard_pair_by_pair() -> None:
+    rng = np.random.default_rng(7)
+
+    def random_set() -> np.ndarray:
+        return np.unique(rng.integers(0, 80, int(rng.integers(0, 40))).astype(np.uint32))
+
+    left = [random_set() for _ in range(300)] + [np.empty(0, np.uint32)]
+    right = [random_set() for _ in range(300)] + [np.empty(0, np.uint32)]
+    expected = [jaccard(a, b) for a, b in zip(left, right, strict=True)]
+    # Chunks smaller than the input: pairs straddling a chunk edge keep their own values.
+    assert jaccard_many(left, right, chunk=37).tolist() == expected
+    assert jaccard_many([], []).size == 0

@@ -58,6 +58,15 @@ def test_oversized_file_is_refused_before_reading(tmp_path: Path) -> None:
     assert read_bytes(entry_for(path), max_bytes=5000) == b"word " * 1000
 
 
+def test_file_that_grew_after_the_scan_is_read_whole_up_to_the_limit(tmp_path: Path) -> None:
+    path = tmp_path / "growing.txt"
+    path.write_bytes(b"word " * 1000)
+    scanned = RawEntry("growing.txt", path, 100)  # the scan saw an early, shorter version
+    assert read_bytes(scanned, max_bytes=5000) == b"word " * 1000
+    with pytest.raises(BadInput, match="too large"):
+        read_bytes(scanned, max_bytes=4000)
+
+
 def test_symlinks_are_not_followed(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     raw.mkdir()
