@@ -17,8 +17,8 @@ processed/ is derived from it and is rebuilt from it when damaged: the part file
   reads nothing. A file that is missing, or whose size or mtime moved, is read, compared with the
   database and rewritten if it differs (if it matches, say after a copy that changed its mtime,
   it is only noted again). An edit that keeps both size and mtime passes this check;
-  ``newsdedup check`` reads every line and finds it. The filter's header is checked (run number,
-  size); its bits are checked against their CRC when a run loads it.
+  ``newsdedup check`` reads every line and finds it. The Bloom filter is treated alike (its bits
+  are read against their CRC only when its stat moved).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def check_processed(processed_dir: Path, repair: bool = False) -> list[Finding]:
         raise StateError(f"no newsdedup state in {processed_dir} (run `newsdedup run` first)")
     conn = connect(processed_dir, readonly=not repair)
     try:
-        problems = [row[0] for row in conn.execute("PRAGMA integrity_check(20)")]
+        problems = [" ".join(row[0].split()) for row in conn.execute("PRAGMA integrity_check(20)")]
         if problems != ["ok"]:
             raise sqlite3.DatabaseError("integrity check failed: " + "; ".join(problems)[:300])
         if repair:
@@ -265,14 +265,16 @@ class _Inspection:
         if row is None:
             return  # no run has committed a filter yet
         generation = int(row[0])
-        path = self.processed_dir / bloom_file.BLOOM_FILE
-        if self.thorough:
-            loaded = BloomFilter.load(self.processed_dir)
-            found = None if loaded is None else loaded.generation
-        else:
-            header = bloom_file.read_header(path)
-            found = None if header is None else header[0]
+        name = bloom_file.BLOOM_FILE
+        path = self.processed_dir / name
+        header = bloom_file.read_header(path)
+        if self._unchanged(name) and header is not None and header[0] == generation:
+            return
+        # Written since the run noted it, or never noted: its bits against their checksum.
+        loaded = BloomFilter.load(self.processed_dir)
+        found = None if loaded is None else loaded.generation
         if found == generation:
+            self._note(name)
             return
         if found is not None:
             problem = f"written by run {found}, but the state is at run {generation}"
@@ -290,6 +292,7 @@ class _Inspection:
             build_bloom(self.conn, generation).save_tmp(self.processed_dir)
             action = "rebuilt from the database"
         bloom_file.install(self.processed_dir)
+        self._note(bloom_file.BLOOM_FILE)
         self._written(bloom_file.BLOOM_FILE)
         return action
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.bloom import BLOOM_FILE
 from pipeline.check import quick_repair
 from pipeline.clean import Paragraph, clean_document
 from pipeline.dedup import DedupSettings, band_keys
@@ -534,6 +535,7 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
     store.install_bloom()
     with store.transaction():
         finish_parts(conn, store.processed_dir)
+        note_outputs(conn, store.processed_dir, [BLOOM_FILE])  # for the next run's check
     _crash_point("parts-renamed")
     write_reports(store, summary)
     return summary

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,15 +75,18 @@ def _no_flow(**_: Any) -> dict[str, Any]:
     raise AssertionError("the flow (Prefect) was started")
 
 
-def cli(*args: str, capsys: pytest.CaptureFixture[str]) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, capsys: pytest.CaptureFixture[str],
+        flow: Callable[..., dict[str, Any]] = _no_flow) -> subprocess.CompletedProcess[str]:
     """`newsdedup ARGS` in this process (no interpreter start-up: fast), where a `run` must stop
-    before its flow; an exception escaping it fails the test just as a traceback would."""
-    from flows.cli import main
+    before its flow (or calls ``flow`` in place of the Prefect flow); an exception escaping it
+    fails the test just as a traceback would."""
+    from flows import cli as cli_module
 
     capsys.readouterr()
     with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as exited:
-        patch.setitem(sys.modules, "flows.ingest", types.SimpleNamespace(ingest=_no_flow))
-        main(list(args))
+        patch.setitem(sys.modules, "flows.ingest", types.SimpleNamespace(ingest=flow))
+        patch.setattr(cli_module, "_prefect_env", lambda: None)
+        cli_module.main(list(args))
     out = capsys.readouterr()
     return subprocess.CompletedProcess(list(args), int(exited.value.code or 0), out.out, out.err)
 
