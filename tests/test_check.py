@@ -35,7 +35,7 @@ from pipeline.records import RECORDS_DIR, iter_record_lines, read_records
 from pipeline.state import LOCK_FILE, connect
 from tests.conftest import ROOT, SEED_FILES, make_raw
 from tests.hostile import MAX_FILE_BYTES, deny_reading, make_hostile_raw, words
-from tests.test_reliability import cli, one_line_error, stable
+from tests.test_reliability import cli, one_line_error, parts_in_three_runs, stable
 
 SETTINGS = IngestSettings(max_file_bytes=MAX_FILE_BYTES)
 SCHEMA = json.loads((ROOT / "schema" / "record.schema.json").read_text(encoding="utf-8"))
@@ -234,16 +234,7 @@ def test_a_repair_killed_midway_leaves_each_file_old_or_new_and_the_next_run_fin
 
 @pytest.fixture(scope="module")
 def three_parts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A raw dir and a processed dir of three runs (three parts) with a quarantine entry."""
-    base = tmp_path_factory.mktemp("three-parts")
-    raw = make_raw(base, *SEED_FILES[:2])
-    (raw / "broken.json").write_text('{"title": "cut off')
-    processed = base / "processed"
-    run_ingest(raw, processed)
-    make_raw(base, SEED_FILES[2])
-    run_ingest(raw, processed)
-    make_raw(base, *SEED_FILES[3:])
-    run_ingest(raw, processed)
+    raw, processed = parts_in_three_runs(tmp_path_factory.mktemp("three-parts"))
     assert len(list((processed / RECORDS_DIR).glob("part-*.jsonl"))) == 3
     return raw, processed
 

@@ -403,8 +403,10 @@ def test_a_run_killed_after_its_commit_gets_its_parts_from_the_plain_rerun(
 # --- 9: part files truncated, deleted, appended to ------------------------------------------------
 
 
-def _parts_in_three_runs(tmp_path: Path) -> tuple[Path, Path]:
+def parts_in_three_runs(tmp_path: Path) -> tuple[Path, Path]:
+    """A raw dir and a processed dir of three runs (three parts) with a quarantine entry."""
     raw = make_raw(tmp_path, *SEED_FILES[:2])
+    (raw / "broken.json").write_text('{"title": "cut off')
     processed = tmp_path / "processed"
     run_ingest(raw, processed)
     make_raw(tmp_path, SEED_FILES[2])
@@ -422,7 +424,7 @@ def assert_parts_hold_the_current_records(processed: Path) -> None:
 
 
 def test_parts_truncated_deleted_and_appended_to_are_repaired_by_the_next_run(tmp_path: Path) -> None:
-    raw, processed = _parts_in_three_runs(tmp_path)
+    raw, processed = parts_in_three_runs(tmp_path)
     parts = sorted((processed / RECORDS_DIR).glob("part-*.jsonl"))
     assert len(parts) == 3
     truncated, deleted, appended = parts
