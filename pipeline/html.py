@@ -181,6 +181,7 @@ def _main_content_blocks(html: str, url: str | None) -> BlockList:
                 tree = load_html(html)
                 if tree is not None:
                     remove_boilerplate(tree)
+                    mark_double_breaks(tree)
                     document = tree
             except Exception:
                 logger.warning("boilerplate pre-cleaning failed", exc_info=True)
@@ -200,9 +201,41 @@ def _main_content_blocks(html: str, url: str | None) -> BlockList:
         return []
     blocks: BlockList = []
     _xml_blocks(main, blocks)
+    blocks = _split_marked(blocks)
     if blocks and tree is not None:
-        blocks = combine_opinions(blocks, _readability_blocks(tree))
+        blocks = combine_opinions(blocks, _split_marked(_readability_blocks(tree)))
     return blocks
+
+
+# Both extractors turn "<br><br>" into one line break (trafilatura: <lb/>), which a single
+# <br> also gives, so paragraphs set apart only by blank lines came out as one block. A mark
+# after the pair survives both and says where to split: printable (trafilatura drops
+# private-use and control characters) and never written in a page (an asterism and a pilcrow).
+_PARAGRAPH_MARK = "\u2042\u00b6"
+
+
+def mark_double_breaks(tree: HtmlElement) -> int:
+    """Put _PARAGRAPH_MARK after every <br><br> (only whitespace between); returns how many."""
+    marked = 0
+    for br in tree.iter("br"):
+        following = br.getnext()
+        if following is None or following.tag != "br" or (br.tail or "").strip():
+            continue
+        prev = br.getprevious()
+        if prev is not None and prev.tag == "br" and not (prev.tail or "").strip():
+            continue  # the third <br> of a run: the run is marked once
+        following.tail = f" {_PARAGRAPH_MARK} {following.tail or ''}"
+        marked += 1
+    return marked
+
+
+def _split_marked(blocks: BlockList) -> BlockList:
+    if not any(_PARAGRAPH_MARK in text for _, text in blocks):
+        return blocks
+    out: BlockList = []
+    for kind, text in blocks:
+        out.extend((kind, part) for part in map(collapse, text.split(_PARAGRAPH_MARK)) if part)
+    return out
 
 
 # --------------------------------------------------------------------------- second opinion

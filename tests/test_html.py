@@ -777,3 +777,13 @@ def test_a_block_re_rendering_earlier_blocks_is_dropped() -> None:
     repeated_step = ("body", BODY_3)  # one block repeated on purpose (a recipe step, a question) stays
     blocks = [*STORY, summary, repeated_step]
     assert H.drop_repeated_blocks(blocks) == [*STORY, repeated_step]
+
+
+def test_double_br_separates_paragraphs_of_a_full_page() -> None:
+    # trafilatura gives <br><br> and <br> alike as one line break: the paragraphs used to merge
+    blocks = [t for kind, t in extract_article(_written("lokal_de_br_paragraphs")).blocks if kind == "body"]
+    paragraphs = _truth()["lokal_de_br_paragraphs"]["articleBody"].split("\n\n")
+    assert all(p in blocks for p in paragraphs), blocks
+    # a single <br> inside a paragraph is a line break, not a new paragraph
+    page = _page(f"<article><p>{BODY_1}<br>{BODY_2}</p><p>{BODY_3}<br> <br>{BODY_4}</p></article>")
+    assert [t for _, t in extract_article(page).blocks] == [f"{BODY_1} {BODY_2}", BODY_3, BODY_4]
