@@ -256,10 +256,10 @@ _SWAP_MIN_OURS_HELD = 0.9
 # ... and readability has prose paragraphs (12+ words) we lack, 80 % of our length or more
 _SWAP_PROSE_WORDS = 12
 _SWAP_EXTRA_SHARE = 0.8
-# trim: readability's text is mostly ours, and ours mostly readability's, yet not all of it
+# trim: readability's text is mostly ours, and half of ours is readability's (below that the
+# two chose different parts of the page, and readability's end says nothing about ours)
 _TRIM_MIN_SECOND_HELD = 0.8
 _TRIM_MIN_OURS_HELD = 0.5
-_TRIM_MAX_OURS_HELD = 0.95
 
 
 def _shingles(words: list[str]) -> set[tuple[str, ...]]:
@@ -299,8 +299,8 @@ def combine_opinions(ours: BlockList, second: BlockList) -> BlockList:
         len(w) for w, h in zip(second_words, second_held, strict=True) if h < _HELD and len(w) >= _SWAP_PROSE_WORDS
     )
     if ours_share >= _SWAP_MIN_OURS_HELD and missing_prose >= _SWAP_EXTRA_SHARE * our_total:
-        return second
-    if second_share >= _TRIM_MIN_SECOND_HELD and _TRIM_MIN_OURS_HELD <= ours_share < _TRIM_MAX_OURS_HELD:
+        return drop_repeated_blocks(second)
+    if second_share >= _TRIM_MIN_SECOND_HELD and ours_share >= _TRIM_MIN_OURS_HELD:
         last = max(i for i, h in enumerate(ours_held) if h >= _HELD) if any(h >= _HELD for h in ours_held) else -1
         if last >= 0:
             return ours[: last + 1]
