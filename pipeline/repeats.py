@@ -310,22 +310,33 @@ class RepeatEngine:
     # --- 2. verification -------------------------------------------------------------
 
     def _verify(self, pool: _Pool, pairs: np.ndarray) -> tuple[dict[int, int], dict[int, float], dict[int, float]]:
-        """Best verified candidate per unit: highest exact Jaccard, ties to the earliest."""
-        best: dict[int, tuple[float, tuple, int]] = {}
+        """Best verified candidate per unit: highest exact Jaccard, ties to the earliest.
+
+        Vectorised over all pairs: only the distinct candidates are ranked in Python."""
+        if not len(pairs):
+            return {}, {}, {}
         threshold, numbers_differ = self.settings.threshold, self.settings.numbers_threshold
-        pair_list = pairs.tolist()
-        sims = jaccard_many([pool.sets[u] for u, _ in pair_list], [pool.sets[c] for _, c in pair_list])
-        numbers = pool.numbers
-        for (unit, cand), sim in zip(pair_list, sims.tolist(), strict=True):
-            if sim < (numbers_differ if numbers[unit] != numbers[cand] else threshold):
-                continue
-            rank = pool.sort_key(cand)
-            current = best.get(unit)
-            if current is None or sim > current[0] or (sim == current[0] and rank < current[1]):
-                best[unit] = (sim, rank, cand)
-        match = {u: c for u, (_, _, c) in best.items()}
-        similarity = {u: sim for u, (sim, _, _) in best.items()}
-        estimated = {u: float(np.mean(pool.sigs[u] == pool.sigs[c])) for u, c in match.items()}
+        units, cands = pairs[:, 0], pairs[:, 1]
+        sims = jaccard_many([pool.sets[u] for u in units.tolist()], [pool.sets[c] for c in cands.tolist()])
+        numbers = np.asarray(pool.numbers, dtype=np.int64)
+        needed = np.where(numbers[units] != numbers[cands], numbers_differ, threshold)
+        keep = sims >= needed
+        units, cands, sims = units[keep], cands[keep], sims[keep]
+        if not units.size:
+            return {}, {}, {}
+        distinct = np.unique(cands)
+        rank_of = np.empty(int(distinct.max()) + 1, dtype=np.int64)
+        rank_of[np.array(sorted(distinct.tolist(), key=pool.sort_key), dtype=np.int64)] = np.arange(distinct.size)
+        order = np.lexsort((rank_of[cands], -sims, units))
+        first = order[np.concatenate(([True], units[order][1:] != units[order][:-1]))]
+        best_units, best_cands, best_sims = units[first], cands[first], sims[first]
+        sigs_u = np.stack([pool.sigs[u] for u in best_units.tolist()])
+        sigs_c = np.stack([pool.sigs[c] for c in best_cands.tolist()])
+        agree = (sigs_u == sigs_c).mean(axis=1)
+        unit_list = best_units.tolist()
+        match = dict(zip(unit_list, best_cands.tolist(), strict=True))
+        similarity = dict(zip(unit_list, best_sims.tolist(), strict=True))
+        estimated = dict(zip(unit_list, agree.tolist(), strict=True))
         return match, similarity, estimated
 
     # --- 3.-5. one article -----------------------------------------------------------
