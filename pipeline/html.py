@@ -260,6 +260,7 @@ _SWAP_EXTRA_SHARE = 0.8
 # two chose different parts of the page, and readability's end says nothing about ours)
 _TRIM_MIN_SECOND_HELD = 0.8
 _TRIM_MIN_OURS_HELD = 0.5
+_TRIM_LEAD_WORDS = 8
 
 
 def _shingles(words: list[str]) -> set[tuple[str, ...]]:
@@ -301,9 +302,14 @@ def combine_opinions(ours: BlockList, second: BlockList) -> BlockList:
     if ours_share >= _SWAP_MIN_OURS_HELD and missing_prose >= _SWAP_EXTRA_SHARE * our_total:
         return drop_repeated_blocks(second)
     if second_share >= _TRIM_MIN_SECOND_HELD and ours_share >= _TRIM_MIN_OURS_HELD:
-        last = max(i for i, h in enumerate(ours_held) if h >= _HELD) if any(h >= _HELD for h in ours_held) else -1
-        if last >= 0:
-            return ours[: last + 1]
+        confirmed = [i for i, h in enumerate(ours_held) if h >= _HELD]
+        if confirmed:
+            # before the first confirmed block, a run of short unconfirmed lines is a menu or a
+            # kicker (a long block there may be a standfirst: it stays)
+            first = 0
+            while first < confirmed[0] and len(our_words[first]) < _TRIM_LEAD_WORDS:
+                first += 1
+            return ours[first : confirmed[-1] + 1]
     return ours
 
 

@@ -787,3 +787,17 @@ def test_double_br_separates_paragraphs_of_a_full_page() -> None:
     # a single <br> inside a paragraph is a line break, not a new paragraph
     page = _page(f"<article><p>{BODY_1}<br>{BODY_2}</p><p>{BODY_3}<br> <br>{BODY_4}</p></article>")
     assert [t for _, t in extract_article(page).blocks] == [f"{BODY_1} {BODY_2}", BODY_3, BODY_4]
+
+
+def test_menu_lines_before_the_story_are_dropped_where_readability_starts_later() -> None:
+    # trafilatura takes the whole layout table, section menu column first; readability starts at the story
+    blocks = [t for _, t in extract_article(_written("county_paper_table_layout")).blocks]
+    assert not {"Sections", "Local", "Region", "Business", "Obituaries"} & set(blocks)
+    assert blocks[1].startswith("Workers at the Riverside paper mill voted")
+    assert blocks[-1] == "Production is to restart on the Monday morning shift, the company said."
+
+
+def test_second_opinion_keeps_a_long_standfirst_before_the_story() -> None:
+    standfirst = ("heading", "Twice she came away empty-handed this winter, but on the last day of racing she won")
+    ours = [("body", "Local"), ("body", "Region"), standfirst, *STORY]
+    assert H.combine_opinions(ours, STORY) == [standfirst, *STORY]
