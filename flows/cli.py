@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from pipeline.records import check_fields, iter_record_lines, read_records
 from pipeline.state import StateError
+from pipeline.state_backend import StateURLError, set_state_url
 
 # Embedded Prefect: a slow first start on a busy machine must not time out, and an
 # offline machine must not log telemetry errors. Users' own settings win.
@@ -78,7 +79,9 @@ def _run_locked(args: argparse.Namespace, processed: Path) -> int:
     deferred_before = None
     while True:
         try:
-            options = {"max_run_bytes": args.max_run_bytes} if args.max_run_bytes else {}
+            options: dict[str, Any] = {"max_run_bytes": args.max_run_bytes} if args.max_run_bytes else {}
+            if args.state_url:
+                options["state_url"] = args.state_url
             result = ingest(raw_dir=args.raw_dir, processed_dir=args.processed_dir,
                             lock_wait_seconds=args.wait, progress_bar=sys.stderr.isatty(), **options)
         except ProcessedDirLocked as exc:
@@ -104,19 +107,21 @@ QUICK_CHECK_MAX_BYTES = 256 * 1024 * 1024
 def check_state_database(processed: Path) -> None:
     """Raises ``sqlite3.DatabaseError`` when the state database is damaged; nothing when it is
     fine or absent (a first run). Read-only: called before a run starts Prefect."""
-    from pipeline.state import STATE_FILE, connect
+    from pipeline.state import connect
+    from pipeline.state_backend import integrity_problems, state_exists, state_url_for
 
-    path = processed / STATE_FILE
-    if not path.exists():
+    target = state_url_for(processed)
+    if not state_exists(processed):
         return
     conn = connect(processed, readonly=True)
     try:
-        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        if target.is_sqlite:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         for table in ("meta", "runs", "parts"):
             conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
-        if path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
-            problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
-            if problems != ["ok"]:
+        if target.path is not None and target.path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
+            problems = integrity_problems(conn, 3, quick=True)
+            if problems:
                 raise sqlite3.DatabaseError("integrity check failed: " + "; ".join(problems)[:300])
     finally:
         conn.close()
@@ -240,6 +245,8 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         overrides["raw_dir"] = str(Path(args.raw_dir).resolve())
     if args.processed_dir:
         overrides["processed_dir"] = str(Path(args.processed_dir).resolve())
+    if args.state_url:
+        overrides["state_url"] = args.state_url
     return trigger(name=args.name, parameters=dict(args.param or []), overrides=overrides, wait=args.wait,
                    timeout=args.timeout)
 
@@ -284,6 +291,9 @@ def _processed_dir_parent(default: str | None, help_text: str) -> argparse.Argum
                              "the same as --processed-dir)")
     parent.add_argument("--processed-dir", dest="processed_dir", default=None, metavar="DIR",
                         help="the same as PROCESSED_DIR")
+    parent.add_argument("--state-url", default=None, metavar="URL",
+                        help="where the state is kept: sqlite:///PATH or postgresql://user@host:port/db "
+                             "(default: $NEWSDEDUP_STATE_URL, else sqlite:///PROCESSED_DIR/state.sqlite)")
     parent.set_defaults(processed_dir_default=default)
     return parent
 
@@ -531,8 +541,10 @@ _port = _checked(int, "a port number", lambda value: 1 <= value <= 65535, "a por
 
 def _database_error(args: argparse.Namespace, exc: sqlite3.DatabaseError) -> str:
     """One line: what is wrong with the state database, and what to do about it."""
+    from pipeline.state_backend import state_url_for
+
     processed = getattr(args, "processed_dir", None) or "processed"
-    path = Path(processed) / "state.sqlite"
+    path = state_url_for(Path(processed)).path or Path(processed) / "state.sqlite"
     name = getattr(exc, "sqlite_errorname", "") or ""
     damaged = (type(exc) is sqlite3.DatabaseError or name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
                or "no such table" in str(exc) or "malformed" in str(exc))
@@ -548,8 +560,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     _resolve_processed_dir(args)
     try:
+        set_state_url(getattr(args, "state_url", None))
         code = args.func(args)
-    except StateError as exc:
+    except (StateError, StateURLError) as exc:
         print(f"newsdedup: {exc}", file=sys.stderr)
         code = 2
     except sqlite3.DatabaseError as exc:  # a truncated or overwritten state.sqlite: no traceback

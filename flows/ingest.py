@@ -57,6 +57,7 @@ from pipeline.ingest import (
 )
 from pipeline.read import DEFAULT_MAX_BYTES
 from pipeline.records import finish_parts
+from pipeline.state_backend import set_state_url
 
 # Results stay in memory: nothing here is worth caching or persisting between runs, and
 # hashing large inputs for a cache key costs more than the task itself.
@@ -208,13 +209,19 @@ def ingest(
     io_retries: int = 2,
     io_retry_delay_seconds: float = 2.0,
     progress_bar: bool = False,
+    state_url: str | None = None,
 ) -> dict[str, Any]:
     """Read new and changed files under raw_dir, tag repeats, write records to processed_dir.
+
+    ``state_url``: where the state is kept (``sqlite:///PATH`` or ``postgresql://…``; default:
+    ``$NEWSDEDUP_STATE_URL``, else ``processed_dir/state.sqlite``).
 
     Leaves a markdown report artifact (key ``ingest-report``), a progress artifact, and the
     same report in processed_dir/last_run.md (with the numbers in last_run.json).
     """
     logger = get_run_logger()
+    if state_url:
+        set_state_url(state_url)
     settings = IngestSettings(max_file_bytes=max_file_bytes, batch_size=batch_size, max_run_bytes=max_run_bytes,
                               workers=workers, lock_wait_seconds=lock_wait_seconds)
     run_id = str(flow_run.id) if flow_run.id else None

@@ -36,6 +36,7 @@ from pipeline import bloom as bloom_file
 from pipeline.bloom import BloomFilter
 from pipeline.records import RECORDS_DIR, TMP_PREFIX, _fsync_dir, finish_parts, note_outputs, write_part_tmp
 from pipeline.state import OUTPUTS_SCHEMA, STATE_FILE, StateError, build_bloom, connect, transaction
+from pipeline.state_backend import integrity_problems, state_exists
 
 REPORTS = ("last_run.json", "last_run.md", "quarantine.jsonl")
 CRASH_POINT = "repair-rewrote"  # tests SIGKILL a repair after its first rewritten file
@@ -66,7 +67,7 @@ def quick_repair(conn: sqlite3.Connection, processed_dir: Path) -> list[Finding]
 def repair_on_start(processed_dir: Path) -> list[Finding]:
     """``quick_repair`` on its own connection; nothing when the dir holds no state yet."""
     processed_dir = Path(processed_dir)
-    if not (processed_dir / STATE_FILE).exists():
+    if not state_exists(processed_dir):
         return []
     conn = connect(processed_dir)
     try:
@@ -80,12 +81,12 @@ def check_processed(processed_dir: Path, repair: bool = False) -> list[Finding]:
     ``sqlite3.DatabaseError`` (nothing under processed/ can be trusted or rebuilt then); a dir
     without state raises ``StateError``."""
     processed_dir = Path(processed_dir)
-    if not (processed_dir / STATE_FILE).exists():
+    if not state_exists(processed_dir):
         raise StateError(f"no newsdedup state in {processed_dir} (run `newsdedup run` first)")
     conn = connect(processed_dir, readonly=not repair)
     try:
-        problems = [" ".join(row[0].split()) for row in conn.execute("PRAGMA integrity_check(20)")]
-        if problems != ["ok"]:
+        problems = integrity_problems(conn, 20)
+        if problems:
             raise sqlite3.DatabaseError("integrity check failed: " + "; ".join(problems)[:300])
         if repair:
             conn.execute(OUTPUTS_SCHEMA)

@@ -21,12 +21,12 @@ import numpy as np
 
 from pipeline import bloom as bloom_file
 from pipeline.bloom import BloomFilter
+from pipeline.state_backend import STATE_FILE, connect  # noqa: F401  (the factory by state URL; importable here)
 
 if TYPE_CHECKING:  # imported where used: readers of the state need neither datasketch nor scipy
     from pipeline.dedup import DedupSettings
     from pipeline.repeats import StoredUnit
 
-STATE_FILE = "state.sqlite"
 # keys_recent is merged into keys (in key order) once it holds this many rows.
 RECENT_KEYS_MAX_ROWS = 2_000_000
 SCHEMA_VERSION = 2
@@ -126,21 +126,6 @@ def build_bloom(conn: sqlite3.Connection, generation: int) -> BloomFilter:
                 yield np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     return BloomFilter.build(chunks(), int(total), generation)
-
-
-def connect(processed_dir: Path, readonly: bool = False) -> sqlite3.Connection:
-    path = Path(processed_dir) / STATE_FILE
-    if readonly:
-        if not path.exists():
-            raise StateError(f"no newsdedup state in {processed_dir} (run `newsdedup run` first)")
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    else:
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA cache_size=-131072")  # 128 MB page cache
-    conn.row_factory = sqlite3.Row
-    return conn
 
 
 class Store:
