@@ -221,6 +221,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.report import write_report
+
+    written = write_report(args.processed_dir, args.out, progress=sys.stderr)
+    out = Path(written["path"]).resolve()
+    print(f"newsdedup: report of {written['records']} record(s) and {written['passages']} repeated passage(s) "
+          f"written to {args.out} ({written['bytes'] / 1024:.0f} KiB, {written['timings']['total']:.1f} s); "
+          f"open {out.as_uri()} in a browser", file=sys.stderr)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from flows.serve import serve  # no Prefect import until serve starts
 
@@ -321,8 +332,8 @@ deduplicated record per article to a processed dir. Each run does only new work.
 
 "run" processes the raw dir once, with Prefect's embedded mode (no server to start).
 "serve" starts a local Prefect server and runs the flow on a schedule; "trigger" starts a run
-of it now. "records", "passages", "export" and "status" read the processed dir; they never
-block or disturb a running flow. "check" verifies the processed dir and can repair it.
+of it now. "records", "passages", "export", "status" and "report" (an HTML page) read the processed
+dir; they never block or disturb a running flow. "check" verifies the processed dir and can repair it.
 
 Run "newsdedup COMMAND --help" for the options, examples and exit codes of each command."""
 
@@ -433,6 +444,20 @@ examples:
     status.add_argument("--raw-dir", default=None, metavar="DIR", help="also list the raw files not processed yet")
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
     status.set_defaults(func=cmd_status)
+
+    report = command("report", "write an HTML report of the processed dir: one self-contained file", """\
+Write one static HTML file that shows what repeats, where and since when: the corpus by outlet
+and by month, the most copied passages (timeline, most edited copy beside the first
+occurrence), syndicated copies, articles with their repeated text highlighted and linked to
+its first occurrence, the quarantine and the last runs. It loads nothing: open it from disk
+in any browser, offline. Progress goes to stderr for large processed dirs.""", """\
+examples:
+  newsdedup report processed --out report.html
+  newsdedup report --processed-dir /data/processed --out /tmp/report.html
+
+""" + EXIT_CODES_READ, [reads])
+    report.add_argument("--out", default="report.html", metavar="PATH", help="the HTML file to write")
+    report.set_defaults(func=cmd_report)
 
     check = command("check", "verify the processed dir (database, part files, Bloom filter, reports)", """\
 Verify that the processed dir is consistent: the state database, the part files, the Bloom
