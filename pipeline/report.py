@@ -608,13 +608,17 @@ def _passages_section(data: ReportData) -> str:
     return "".join(out)
 
 
+def _empty_section(section_id: str, title: str, message: str) -> str:
+    return f'<section id="{section_id}"><h2>{title}</h2><p class="empty">{message}</p></section>'
+
+
 def _copies_section(data: ReportData) -> str:
-    out = ['<section id="copies"><h2>Syndicated copies</h2>']
     if not data.copies:
-        out.append('<p class="empty">No article is a whole copy of an earlier one.</p></section>')
-        return "".join(out)
+        return _empty_section("copies", "Syndicated copies", "No article is a whole copy of an earlier one.")
+    out = ['<section id="copies"><h2>Syndicated copies</h2>']
+    more = f"; the first {len(data.copies)} listed" if data.copy_count > len(data.copies) else ""
     out.append(f'<p class="meta">{data.copy_count:,} article(s) are whole copies of an earlier article '
-               f'(<code>duplicate_of</code>){"; the first " + str(len(data.copies)) + " listed" if data.copy_count > len(data.copies) else ""}.</p>')  # noqa: E501
+               f"(<code>duplicate_of</code>){more}.</p>")
     out.append("<table><tr><th>copy</th><th>copy of</th><th>share of words matched</th></tr>")
     for copy in data.copies:
         out.append(f"<tr><td>{_esc(_title_of(data, copy['record']))}</td>"
@@ -661,10 +665,9 @@ def _articles_section(data: ReportData) -> str:
 
 
 def _quarantine_section(data: ReportData) -> str:
-    out = ['<section id="quarantine"><h2>Quarantine</h2>']
     if not data.quarantine:
-        out.append('<p class="empty">Nothing is quarantined.</p></section>')
-        return "".join(out)
+        return _empty_section("quarantine", "Quarantine", "Nothing is quarantined.")
+    out = ['<section id="quarantine"><h2>Quarantine</h2>']
     more = f" (the first {len(data.quarantine)} listed)" if data.quarantine_count > len(data.quarantine) else ""
     out.append(f'<p class="meta">{data.quarantine_count:,} entries{more}: raw files or items that were not '
                "read, and why. Fix the file (new bytes) and the next run picks it up.</p>")
@@ -678,10 +681,9 @@ def _quarantine_section(data: ReportData) -> str:
 
 
 def _runs_section(data: ReportData) -> str:
-    out = ['<section id="runs"><h2>Last runs</h2>']
     if not data.runs:
-        out.append('<p class="empty">No run yet.</p></section>')
-        return "".join(out)
+        return _empty_section("runs", "Last runs", "No run yet.")
+    out = ['<section id="runs"><h2>Last runs</h2>']
     out.append("<table><tr><th>run</th><th>finished</th><th>outcome</th><th>files new / changed / quarantined</th>"
                "<th>records written / rewritten</th><th>repeats flagged</th><th>timings (s)</th></tr>")
     for run in data.runs:
