@@ -35,7 +35,7 @@ from typing import IO, Any
 
 from pipeline.catalog import UNDATED as CATALOG_UNDATED
 from pipeline.records import write_text_atomic
-from pipeline.state import connect
+from pipeline.state_backend import connect
 
 TOP_PASSAGES = 10
 SHOWN_ARTICLES = 6
