@@ -107,7 +107,7 @@ QUICK_CHECK_MAX_BYTES = 256 * 1024 * 1024
 def check_state_database(processed: Path) -> None:
     """Raises ``sqlite3.DatabaseError`` when the state database is damaged; nothing when it is
     fine or absent (a first run). Read-only: called before a run starts Prefect."""
-    from pipeline.state import connect
+    from pipeline.state import connect, has_schema
     from pipeline.state_backend import integrity_problems, state_exists, state_url_for
 
     target = state_url_for(processed)
@@ -115,8 +115,8 @@ def check_state_database(processed: Path) -> None:
         return
     conn = connect(processed, readonly=True)
     try:
-        if target.is_sqlite:
-            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        if not has_schema(conn):
+            return  # a first run killed before it created its tables: nothing to check yet
         for table in ("meta", "runs", "parts"):
             conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
         if target.path is not None and target.path.stat().st_size <= QUICK_CHECK_MAX_BYTES:

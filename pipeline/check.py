@@ -35,7 +35,7 @@ from pathlib import Path
 from pipeline import bloom as bloom_file
 from pipeline.bloom import BloomFilter
 from pipeline.records import RECORDS_DIR, TMP_PREFIX, _fsync_dir, finish_parts, note_outputs, write_part_tmp
-from pipeline.state import OUTPUTS_SCHEMA, STATE_FILE, StateError, build_bloom, connect, transaction
+from pipeline.state import OUTPUTS_SCHEMA, STATE_FILE, StateError, build_bloom, connect, has_schema, transaction
 from pipeline.state_backend import integrity_problems, state_exists
 
 REPORTS = ("last_run.json", "last_run.md", "quarantine.jsonl")
@@ -71,7 +71,7 @@ def repair_on_start(processed_dir: Path) -> list[Finding]:
         return []
     conn = connect(processed_dir)
     try:
-        return quick_repair(conn, processed_dir)
+        return quick_repair(conn, processed_dir) if has_schema(conn) else []
     finally:
         conn.close()
 
@@ -85,6 +85,8 @@ def check_processed(processed_dir: Path, repair: bool = False) -> list[Finding]:
         raise StateError(f"no newsdedup state in {processed_dir} (run `newsdedup run` first)")
     conn = connect(processed_dir, readonly=not repair)
     try:
+        if not has_schema(conn):
+            raise StateError(f"no run has committed to {processed_dir} yet (run `newsdedup run`)")
         problems = integrity_problems(conn, 20)
         if problems:
             raise sqlite3.DatabaseError("integrity check failed: " + "; ".join(problems)[:300])

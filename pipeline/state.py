@@ -128,6 +128,15 @@ def build_bloom(conn: sqlite3.Connection, generation: int) -> BloomFilter:
     return BloomFilter.build(chunks(), int(total), generation)
 
 
+def has_schema(conn: sqlite3.Connection) -> bool:
+    """Whether the database holds newsdedup's tables; without them (a first run killed before
+    creating them) no run has committed anything yet. Older versions created the tables one by
+    one, ``runs`` last but for ``outputs``."""
+    if not isinstance(conn, sqlite3.Connection):
+        return True  # a server database creates its schema in one transaction
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone() is not None
+
+
 class Store:
     """Read and write access to the state database of one processed/ directory."""
 
@@ -135,7 +144,7 @@ class Store:
         self.processed_dir = Path(processed_dir)
         self.settings = settings
         self.conn = connect(self.processed_dir)
-        self.conn.executescript(_SCHEMA)
+        self.conn.executescript(f"BEGIN;{_SCHEMA}COMMIT;")  # all or nothing: a kill here leaves no half schema
         self.bloom: BloomFilter | None = None  # opened by the first commit that needs it
         self._check_settings()
 

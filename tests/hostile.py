@@ -210,3 +210,58 @@ def deny_reading(raw: Path, dirs: set[str]) -> Iterator[None]:
         yield
     finally:
         os.scandir = real_scandir  # type: ignore[assignment]
+
+
+# --- damage to processed/, as the issue found it --------------------------------------------------
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # mid-line, for a part
+
+
+def append_half(path: Path) -> None:
+    with open(path, "ab") as fh:
+        fh.write(path.read_bytes()[:100])  # half a record, no newline
+
+
+def zero_bloom(processed: Path) -> None:
+    from pipeline import bloom as bloom_file
+
+    path = processed / bloom_file.BLOOM_FILE
+    data = path.read_bytes()
+    header = bloom_file._HEADER.size
+    path.write_bytes(data[:header] + bytes(len(data) - header))  # every bit zeroed, header kept
+
+
+def random_damage(processed: Path, rng: random.Random) -> str:
+    """One damage that the database can repair, to a random file of processed/; says which."""
+    parts = sorted((processed / "records").glob("part-*.jsonl"))
+    choices = ["zero the Bloom filter", "delete the Bloom filter", "garble the quarantine list",
+               "delete last_run.json", "stray part file"]
+    if parts:
+        choices += ["truncate a part", "delete a part", "append half a record", "replace a part by a symlink"] * 2
+    what = rng.choice(choices)
+    part = rng.choice(parts) if parts else None
+    if what == "zero the Bloom filter":
+        if (processed / "index.bloom").exists():  # not yet, when the first run was killed before its commit
+            zero_bloom(processed)
+    elif what == "delete the Bloom filter":
+        (processed / "index.bloom").unlink(missing_ok=True)
+    elif what == "garble the quarantine list":
+        (processed / "quarantine.jsonl").write_bytes(b"\x00{garbage\n")
+    elif what == "delete last_run.json":
+        (processed / "last_run.json").unlink(missing_ok=True)
+    elif what == "stray part file":
+        (processed / "records").mkdir(exist_ok=True)
+        (processed / "records" / "part-99999999.jsonl").write_text('{"id": "not a record"}\n')
+    elif part is not None and what == "truncate a part":
+        truncate(part)
+    elif part is not None and what == "delete a part":
+        part.unlink()
+    elif part is not None and what == "append half a record":
+        append_half(part)
+    elif part is not None:
+        other = rng.choice(parts)
+        part.unlink()
+        os.symlink(other if other != part else processed / "last_run.md", part)
+    return what

@@ -34,7 +34,7 @@ from pipeline.ingest import CRASH_ENV, IngestSettings, run_ingest
 from pipeline.records import RECORDS_DIR, iter_record_lines, read_records
 from pipeline.state import LOCK_FILE, connect
 from tests.conftest import ROOT, SEED_FILES, make_raw
-from tests.hostile import MAX_FILE_BYTES, deny_reading, make_hostile_raw, words
+from tests.hostile import MAX_FILE_BYTES, append_half, deny_reading, make_hostile_raw, truncate, words, zero_bloom
 from tests.test_reliability import cli, one_line_error, parts_in_three_runs, stable
 
 SETTINGS = IngestSettings(max_file_bytes=MAX_FILE_BYTES)
@@ -243,19 +243,10 @@ def _part(processed: Path, seq: int) -> Path:
     return processed / RECORDS_DIR / f"part-{seq:08d}.jsonl"
 
 
-def _truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-
-
-def _append_half(path: Path) -> None:
-    with open(path, "ab") as fh:
-        fh.write(path.read_bytes()[:100])
-
-
 def _item_9(processed: Path) -> None:
-    _truncate(_part(processed, 1))
+    truncate(_part(processed, 1))
     _part(processed, 2).unlink()
-    _append_half(_part(processed, 3))
+    append_half(_part(processed, 3))
 
 
 def _symlinked_part(processed: Path) -> None:
@@ -273,17 +264,18 @@ def _not_in_place(processed: Path) -> None:
     conn.close()
 
 
-def _zero_bloom(processed: Path) -> None:
-    path = processed / bloom_file.BLOOM_FILE
-    data = path.read_bytes()
-    header = bloom_file._HEADER.size
-    path.write_bytes(data[:header] + bytes(len(data) - header))
-
-
 def _overwrite_pages(processed: Path) -> None:
     db = processed / "state.sqlite"
     data = db.read_bytes()
     db.write_bytes(data[:4096] + bytes([0xA5]) * (len(data) - 8192) + data[-4096:])
+
+
+def _no_tables(processed: Path) -> None:
+    """As a first run killed before it created its tables leaves the database."""
+    (processed / "state.sqlite").unlink()
+    conn = sqlite3.connect(processed / "state.sqlite")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
 
 
 def _write(name: str, data: bytes) -> Callable[[Path], None]:
@@ -292,26 +284,27 @@ def _write(name: str, data: bytes) -> Callable[[Path], None]:
 
 # name: (damage, exit code of `check`, of `run`, a file `check` names (None: nothing wrong))
 DAMAGES: dict[str, tuple[Callable[[Path], None], int, int, str | None]] = {
-    "part truncated mid-line": (lambda p: _truncate(_part(p, 1)), 1, 0, "part-00000001.jsonl"),
+    "part truncated mid-line": (lambda p: truncate(_part(p, 1)), 1, 0, "part-00000001.jsonl"),
     "part deleted": (lambda p: _part(p, 2).unlink(), 1, 0, "part-00000002.jsonl"),
-    "half a record appended": (lambda p: _append_half(_part(p, 3)), 1, 0, "part-00000003.jsonl"),
+    "half a record appended": (lambda p: append_half(_part(p, 3)), 1, 0, "part-00000003.jsonl"),
     "all three (item 9)": (_item_9, 1, 0, "part-00000002.jsonl"),
     "part replaced by a symlink": (_symlinked_part, 1, 0, "part-00000002.jsonl"),
     "stray part file": (lambda p: shutil.copy(_part(p, 1), _part(p, 9)), 1, 0, "part-00000009.jsonl"),
     "records dir deleted": (lambda p: shutil.rmtree(p / RECORDS_DIR), 1, 0, "part-00000001.jsonl"),
     "parts of a run killed after its commit": (_not_in_place, 1, 0, "part-00000003.jsonl"),
-    "Bloom filter bits zeroed": (_zero_bloom, 1, 0, "index.bloom"),
+    "Bloom filter bits zeroed": (zero_bloom, 1, 0, "index.bloom"),
     "Bloom filter deleted": (lambda p: (p / bloom_file.BLOOM_FILE).unlink(), 1, 0, "index.bloom"),
-    "Bloom filter truncated": (lambda p: _truncate(p / bloom_file.BLOOM_FILE), 1, 0, "index.bloom"),
+    "Bloom filter truncated": (lambda p: truncate(p / bloom_file.BLOOM_FILE), 1, 0, "index.bloom"),
     "quarantine list garbage": (_write("quarantine.jsonl", b"\x00garbage\n"), 1, 0, "quarantine.jsonl"),
     "last_run.json deleted": (lambda p: (p / "last_run.json").unlink(), 1, 0, "last_run.json"),
     "last_run.md of an earlier run": (_write("last_run.md", b"# newsdedup ingest run `x` (#1): completed\n"), 1, 0,
                                       "last_run.md"),
     "garbage in the lock file": (_write(LOCK_FILE, b"\xff\x00 pid 99999999 since never"), 0, 0, None),
     "garbage in the WAL": (_write("state.sqlite-wal", bytes(range(256)) * 64), 0, 0, None),
-    "state database truncated": (lambda p: _truncate(p / "state.sqlite"), 2, 2, "state database"),
+    "state database truncated": (lambda p: truncate(p / "state.sqlite"), 2, 2, "state database"),
     "state database pages overwritten": (_overwrite_pages, 2, 2, "state database"),
     "state database deleted": (lambda p: (p / "state.sqlite").unlink(), 2, 0, "no newsdedup state"),
+    "state database without tables": (_no_tables, 2, 0, "no run has committed"),
     "lock replaced by a directory": (lambda p: (p / LOCK_FILE).mkdir(), 2, 2, "not the regular lock file"),
 }
 
@@ -363,7 +356,7 @@ def test_check_repair_rewrites_what_is_wrong_and_reports_each_thing_once(
     processed = tmp_path / "processed"
     shutil.copytree(three_parts[1], processed)
     _item_9(processed)
-    _zero_bloom(processed)
+    zero_bloom(processed)
     (processed / "quarantine.jsonl").write_text("[")
     repaired = cli("check", "--repair", "--processed-dir", str(processed), capsys=capsys)
     assert repaired.returncode == 0, repaired.stdout
