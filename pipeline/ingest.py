@@ -553,6 +553,9 @@ def _write_decisions(conn: Any, units: SqliteUnits, items: list[_Item], decision
     for item, decision in zip(items, decisions, strict=True):
         record_id = item.article.record_id
         unit_rows += _unit_rows(item, decision)
+        if len(unit_rows) >= units.write_slice:  # written as they come: the rows of a whole run are ~0.5 KB each
+            units.insert_units(unit_rows)
+            unit_rows = []
         span_rows += _span_rows(record_id, decision)
         if item.article.group is not None:
             house_rows += [(item.article.group, h, record_id, para) for para, h in decision.house_lines]

@@ -245,17 +245,22 @@ class RepeatEngine:
         eligible = np.concatenate([a.units.eligible for a in articles]) if articles else np.empty(0, bool)
         sigs = (np.concatenate([a.units.signatures for a in articles]) if articles
                 else np.empty((0, s.num_perm), np.uint32))
-        keys = band_keys(sigs, s.bands, s.rows) if n else np.empty((0, s.bands), np.int64)
-        owners = np.flatnonzero(eligible)
-        flat_keys = keys[owners].ravel()
-        flat_owner = np.repeat(owners, s.bands)
-        # In-run earliest holder of each key: pool indices are already in publication order.
-        order = np.lexsort((flat_owner, flat_keys))
-        sk, so = flat_keys[order], flat_owner[order]
+        # The run's (key, owner) entries are its largest arrays (bands per unit): pool indices
+        # are int32 and each temporary is dropped as soon as it is used, to bound the run's memory.
+        owners = np.flatnonzero(eligible).astype(np.int32)
+        flat_keys = band_keys(sigs[owners], s.bands, s.rows).ravel() if n else np.empty(0, np.int64)
+        del sigs, eligible
+        # In-run earliest holder of each key: owners ascend in this flat order (publication
+        # order), so a stable sort by key keeps the earliest owner first in each key's group.
+        order = np.argsort(flat_keys, kind="stable")
+        sk = flat_keys[order]
+        del flat_keys
+        so = np.repeat(owners, s.bands)[order]
+        del order, owners
         first = np.concatenate(([True], sk[1:] != sk[:-1])) if sk.size else np.empty(0, bool)
-        group_of = np.cumsum(first) - 1
         run_keys, run_holder = sk[first], so[first]
-        holder_of_entry = run_holder[group_of]  # in-run holder for each sorted (key, owner) entry
+        holder = run_holder[np.cumsum(first, dtype=np.int32) - 1]  # in-run holder of each entry
+        del first
 
         stored_keys, stored_uids, stored_records = source.holders(run_keys) if run_keys.size else (
             np.empty(0, np.int64), np.empty(0, np.int64), [])
@@ -263,20 +268,24 @@ class RepeatEngine:
         replaced = stored_keys[~usable]  # held by an article decided again: the run decides their holder
         stored_keys, stored_uids = stored_keys[usable], stored_uids[usable]
         stored_units = source.units_by_uid(stored_uids.tolist()) if stored_uids.size else {}
-        stored_pool = np.array([pool.add_stored(stored_units[u]) for u in stored_uids.tolist()], dtype=np.int64)
+        stored_pool = np.array([pool.add_stored(stored_units[u]) for u in stored_uids.tolist()], dtype=np.int32)
         for u in stored_uids.tolist():
             self._link_root(pool, stored_units[u], source)
-        # Per sorted entry: the stored holder when there is one (it precedes the whole run).
-        pos = np.searchsorted(stored_keys, sk) if stored_keys.size else np.zeros(sk.size, np.int64)
-        pos = np.minimum(pos, max(stored_keys.size - 1, 0))
-        has_stored = (stored_keys[pos] == sk) if stored_keys.size else np.zeros(sk.size, bool)
-        holder = np.where(has_stored, stored_pool[pos] if stored_keys.size else 0, holder_of_entry)
-        art = np.asarray(pool.art[:n], dtype=np.int64)
+        if stored_keys.size:
+            # Per sorted entry: the stored holder when there is one (it precedes the whole run).
+            pos = np.minimum(np.searchsorted(stored_keys, sk), stored_keys.size - 1)
+            has_stored = stored_keys[pos] == sk
+            holder = np.where(has_stored, stored_pool[pos], holder)
+            del pos, has_stored
+        del sk
+        art = np.asarray(pool.art[:n], dtype=np.int32)
         holder_art = np.where(holder < n, art[np.minimum(holder, max(n - 1, 0))] if n else -1, -1)
         is_cand = (holder != so) & ((holder >= n) | (holder_art != art[so]))
+        del holder_art
         # Unique (unit, candidate) pairs, as one int64 each (np.unique on rows is slow).
         width = np.int64(max(len(pool.record), 1))
         codes = np.unique(so[is_cand].astype(np.int64) * width + holder[is_cand].astype(np.int64))
+        del so, holder, is_cand
         pairs = np.stack([codes // width, codes % width], axis=1)
         match, similarity, estimated = self._verify(pool, pairs)
 

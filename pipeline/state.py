@@ -247,6 +247,7 @@ class SqliteUnits:
     and the commit writes them (always inside the run's transaction)."""
 
     chunk = 500  # bound parameters per IN (...) query
+    write_slice = 200_000  # rows per executemany of a large write
 
     def __init__(self, conn: sqlite3.Connection, settings: DedupSettings, bloom: BloomFilter | None = None) -> None:
         self.conn = conn
@@ -339,8 +340,14 @@ class SqliteUnits:
             # A run with more new keys than keys_recent may hold (a first load) writes them to the
             # big table in one sorted pass: through keys_recent they would be written twice.
             table = "keys" if keys.size > RECENT_KEYS_MAX_ROWS else "keys_recent"
-            self.conn.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)",
-                                  zip(keys[order].tolist(), uids[order].tolist(), strict=True))
+            sorted_keys, sorted_uids = keys[order], uids[order]
+            del order
+            # In slices: Python lists of every key at once would cost ~70 bytes per key of RAM.
+            for first in range(0, sorted_keys.size, self.write_slice):
+                last = first + self.write_slice
+                self.conn.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)",
+                                      zip(sorted_keys[first:last].tolist(), sorted_uids[first:last].tolist(),
+                                          strict=True))
             if table == "keys_recent":
                 recent += int(keys.size)
             if self.bloom is not None:
