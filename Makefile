@@ -10,7 +10,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install run serve test lint clean browser
+.PHONY: install run serve test lint clean browser postgres-server
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
@@ -46,7 +46,19 @@ browser:
 	    echo "note: chromium is not installed (needs root: sudo apt-get install chromium); the report's browser test will be skipped"; \
 	  fi; }
 
-test: install browser
+# tests/test_state_pg.py starts a PostgreSQL server of its own from Debian's postgresql package:
+# installed here when missing (as root, with apt-get), else those tests skip with a message.
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's postgresql for the PostgreSQL state tests (apt-get)"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
+	      || echo "warning: postgresql could not be installed; the PostgreSQL state tests will be skipped"; \
+	  else \
+	    echo "note: postgresql is not installed (needs root: sudo apt-get install postgresql); the PostgreSQL state tests will be skipped"; \
+	  fi; }
+
+test: install browser postgres-server
 	$(BIN)/python -m pytest
 
 lint: install

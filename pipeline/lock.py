@@ -14,8 +14,10 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+
+from pipeline.state_backend import state_url_for
 
 LOCK_FILE = ".lock"
 
@@ -104,14 +106,24 @@ def writer_lock(processed_dir: Path, wait_seconds: float = 0.0, share_in_process
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {utc_now()}".encode(), 0)
-        if share_in_process:
-            with _SHARED_GUARD:
-                _SHARED[key] = 0
-        try:
-            yield
-        finally:
-            if share_in_process:
-                with _SHARED_GUARD:
-                    _SHARED.pop(key, None)
+        with ExitStack() as database_lock:
+            target = state_url_for(processed_dir)
+            if not target.is_sqlite:  # runs on other hosts share the database, not this lock file
+                from pipeline.state_pg import advisory_writer_lock
+
+                database_lock.enter_context(advisory_writer_lock(target, deadline))
+            yield from _held(key, share_in_process)
     finally:
         os.close(fd)  # closing releases the flock
+
+
+def _held(key: str, share_in_process: bool) -> Iterator[None]:
+    if share_in_process:
+        with _SHARED_GUARD:
+            _SHARED[key] = 0
+    try:
+        yield
+    finally:
+        if share_in_process:
+            with _SHARED_GUARD:
+                _SHARED.pop(key, None)

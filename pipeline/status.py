@@ -27,7 +27,8 @@ def collect_status(processed_dir: Path, raw_dir: Path | None = None) -> dict[str
             "records": one("SELECT COUNT(*) FROM articles"),
             "units": one("SELECT COUNT(*) FROM units"),
             "units_repeated": one("SELECT COUNT(*) FROM units WHERE match_uid IS NOT NULL"),
-            "repeats": one("SELECT COUNT(*) FROM (SELECT DISTINCT record_id, para FROM spans WHERE whole = 1)"),
+            "repeats": one("SELECT COUNT(*) FROM (SELECT DISTINCT record_id, para FROM spans WHERE whole = 1) "
+                           "AS whole_paragraphs"),
             "spans": one("SELECT COUNT(*) FROM spans WHERE whole = 0"),
             "duplicates": one("SELECT COUNT(*) FROM articles WHERE json_extract(record, '$.duplicate_of') "
                               "IS NOT NULL"),

@@ -1,0 +1,139 @@
+"""pipeline.state_pg against a real PostgreSQL server: the same records, readers, crash safety
+and writer lock as the SQLite state (tests/postgres_server.py starts the server)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.catalog import read_passages
+from pipeline.check import check_processed
+from pipeline.ingest import CRASH_ENV, IngestSettings, run_ingest
+from pipeline.lock import writer_lock
+from pipeline.records import read_records
+from pipeline.state import ProcessedDirLocked
+from pipeline.state_backend import STATE_URL_ENV
+from pipeline.status import collect_status
+from tests.conftest import ROOT
+from tests.postgres_server import SKIP_REASON, fresh_database, postgres_server, server_bin
+from tests.test_ingest import SEED, part_records, stable
+
+_databases = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[str]:
+    if server_bin() is None:
+        pytest.skip(SKIP_REASON)
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new empty database, the state URL of this test (subprocesses inherit it)."""
+    url = fresh_database(pg_server, f"state_{next(_databases)}")
+    monkeypatch.setenv(STATE_URL_ENV, url)
+    return url
+
+
+@pytest.fixture(scope="module")
+def sqlite_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Any], dict[str, Any], list[Any]]:
+    """Records, status and passages of one run over the seeds on the SQLite state."""
+    processed = tmp_path_factory.mktemp("sqlite") / "processed"
+    run_ingest(ROOT / "raw", processed)
+    return (stable(list(read_records(processed))), _without_run(collect_status(processed)),
+            list(read_passages(processed, occurrences=True)))
+
+
+def _without_run(status: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if k not in ("processed_dir", "last_run")}
+
+
+def test_seeds_give_the_records_and_readings_of_sqlite(seed_raw: Path, tmp_path: Path, pg_url: str,
+                                                      sqlite_reference: tuple[Any, ...]) -> None:
+    expected = sqlite_reference
+    processed = tmp_path / "pg"
+    summary = run_ingest(seed_raw, processed)
+    assert (summary.records_written, summary.repeats_flagged) == (5, 6)
+    assert not (processed / "state.sqlite").exists()
+    got = (stable(list(read_records(processed))), _without_run(collect_status(processed)),
+           list(read_passages(processed, occurrences=True)))
+    assert got == expected
+    assert stable(part_records(processed)) == expected[0]
+    assert check_processed(processed) == []
+    again = run_ingest(seed_raw, processed)
+    assert (again.records_written, again.files_unchanged) == (0, 5)
+
+
+def test_one_file_per_run_in_any_order_equals_one_run(seed_raw: Path, tmp_path: Path, pg_url: str,
+                                                      sqlite_reference: tuple[Any, ...]) -> None:
+    expected = sqlite_reference[0]
+    raw = tmp_path / "raw2"
+    raw.mkdir()
+    for name in ["004", "002", "000", "003", "001"]:  # late, earlier-published articles rewrite records
+        shutil.copy2(seed_raw / SEED[name], raw / SEED[name])
+        run_ingest(raw, tmp_path / "pg")
+    assert stable(list(read_records(tmp_path / "pg"))) == expected
+
+
+_RUN_SCRIPT = "import sys; from pipeline.ingest import run_ingest; run_ingest(sys.argv[1], sys.argv[2])"
+
+
+# Inside the run's transaction with its parts written, and after its commit before the renames.
+@pytest.mark.parametrize("crash_at", ["parts-written", "committed"])
+def test_sigkill_at_any_point_then_rerun_gives_the_same_records(seed_raw: Path, tmp_path: Path, pg_url: str,
+                                                                sqlite_reference: tuple[Any, ...],
+                                                                crash_at: str) -> None:
+    expected = sqlite_reference[0]
+    raw = tmp_path / "raw2"
+    raw.mkdir()
+    for name in ("000", "003"):
+        shutil.copy2(seed_raw / SEED[name], raw / SEED[name])
+    processed = tmp_path / "processed"
+    run_ingest(raw, processed)
+    for name in ("001", "002", "004"):
+        shutil.copy2(seed_raw / SEED[name], raw / SEED[name])
+    proc = subprocess.run([sys.executable, "-c", _RUN_SCRIPT, str(raw), str(processed)], cwd=ROOT,
+                          env={**os.environ, CRASH_ENV: crash_at}, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    # The killed run's session is gone: its transaction rolled back, its advisory lock released.
+    run_ingest(raw, processed)
+    assert stable(list(read_records(processed))) == expected
+    assert stable(part_records(processed)) == expected
+
+
+def test_the_database_lock_excludes_a_run_from_another_working_copy(seed_raw: Path, tmp_path: Path,
+                                                                    pg_url: str) -> None:
+    # Two processed dirs (two hosts' working copies) share one database: the lock file of each
+    # is its own, the advisory lock on the database is the one they share.
+    with writer_lock(tmp_path / "host_a"):
+        with pytest.raises(ProcessedDirLocked, match="another newsdedup run is writing to the state"):
+            run_ingest(seed_raw, tmp_path / "host_b")
+    release, held = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with writer_lock(tmp_path / "host_a"):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        threading.Timer(0.5, release.set).start()
+        summary = run_ingest(seed_raw, tmp_path / "host_b", IngestSettings(lock_wait_seconds=30))
+    finally:
+        release.set()
+        holder.join()
+    assert summary.records_written == 5
