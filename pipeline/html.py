@@ -230,6 +230,7 @@ def mark_double_breaks(tree: HtmlElement) -> int:
 
 
 def _split_marked(blocks: BlockList) -> BlockList:
+    """Blocks split where mark_double_breaks marked a paragraph end (the mark dropped)."""
     if not any(_PARAGRAPH_MARK in text for _, text in blocks):
         return blocks
     out: BlockList = []
@@ -245,13 +246,14 @@ def _split_marked(blocks: BlockList) -> BlockList:
 # measured on the Zyte development pages (bench/html_extraction.py --truth): trafilatura
 # missing most of a long article while readability holds it as prose paragraphs (a swap), and
 # trafilatura running on past the article's end into "Order Reprints"/"To read the full story"
-# lines, subscription blurbs and teaser lists that readability leaves out (a trim). Blocks only
-# trafilatura keeps inside the article (embedded posts, tables) stay.
+# lines, subscription blurbs and teaser lists that readability leaves out, or starting with a
+# layout table's menu column (a trim). Blocks only trafilatura keeps inside the article
+# (embedded posts, tables) stay: there it is right more often than readability.
 
 _OPINION_TOKEN = re.compile(r"\w+")
 # a block counts as held by the other extractor when half of its 3-word shingles are there
 _HELD = 0.5
-# swap: we hold at most this much that readability lacks ...
+# swap: readability holds 90 % of our text ...
 _SWAP_MIN_OURS_HELD = 0.9
 # ... and readability has prose paragraphs (12+ words) we lack, 80 % of our length or more
 _SWAP_PROSE_WORDS = 12
@@ -280,9 +282,10 @@ def _held(blocks: list[list[str]], other: set[tuple[str, ...]]) -> list[float]:
 
 def combine_opinions(ours: BlockList, second: BlockList) -> BlockList:
     """Our blocks checked against a second extractor's (readability-lxml): where they agree,
-    ours; where ours holds under half of a long article that the second holds as prose,
-    the second's; where ours runs on past the last block the second also holds, ours up to
-    that block. See the section comment for the measurements behind each case."""
+    ours; where ours is about half of an article or less that the second holds as prose, the
+    second's; where ours runs on past the last block the second also holds, ours up to that
+    block, from its first block that is confirmed or long. Blocks re-rendering earlier ones
+    are dropped first. See the section comment for the measurements behind each case."""
     ours = drop_repeated_blocks(ours)
     if not ours or not second:
         return ours
