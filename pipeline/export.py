@@ -38,7 +38,7 @@ def export_records(processed_dir: str | Path, fmt: str, out: str | Path, since: 
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    lines = iter_record_lines(processed_dir, since)
+    lines = iter_record_lines(processed_dir, since, tombstones=False)  # a snapshot holds records only
     if fmt == "parquet":
         if str(out) == "-":
             raise ValueError("parquet cannot be written to standard output; give --out PATH")

@@ -35,6 +35,7 @@ from pipeline.records import (
     RECORDS_DIR,
     RunContext,
     build_record,
+    build_tombstone,
     dumps,
     finish_parts,
     note_outputs,
@@ -154,10 +155,11 @@ class PreparedBatch:
     problems: list[Problem]
 
 
-def record_id_for(path: str, item: int | None) -> str:
-    """Stable across reruns: derived from where the article lies, not from its content."""
-    key = path if item is None else f"{path}#{item}"
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:20]
+def record_id_for(path: str, key: str | None) -> str:
+    """Stable across reruns and rewrites: the file's path, and for an item of a JSON file its
+    key (``read.item_key``: its own id, url or content), never its position in the file."""
+    name = path if key is None else f"{path}#{key}"
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:20]
 
 
 def sort_key(published: str | None) -> str:
@@ -271,7 +273,7 @@ def _prepare_file(planned: PlannedFile, settings: IngestSettings, batch: Prepare
             if not any(p.kind == "body" for p in cleaned.paragraphs):
                 problems.append(Problem(doc.path, "no body text left after cleaning", doc.item, doc.sha256))
                 continue
-            article = PreparedArticle(record_id_for(doc.path, doc.item), doc.path, doc.item, doc.sha256, doc.format,
+            article = PreparedArticle(record_id_for(doc.path, doc.key), doc.path, doc.item, doc.sha256, doc.format,
                                       extract_metadata(doc, cleaned), cleaned.paragraphs, None, doc.extra)
             _check_storable(article)
             file_articles.append(article)
@@ -476,6 +478,15 @@ def _span_rows(record_id: str, decision: ArticleDecision) -> list[tuple[Any, ...
     return rows
 
 
+def _note_deletions(store: Store, removed: list[Any], articles: list[PreparedArticle], run: RunContext) -> None:
+    """Superseded records whose id the new version of their file no longer has: a tombstone
+    each, for `since` readers (an item gone from a changed JSON file)."""
+    new_ids = {a.record_id for a in articles}
+    tombstones = [(r["record_id"], r["path"], dumps(build_tombstone(json.loads(r["record"]), run)))
+                  for r in removed if r["record_id"] not in new_ids]
+    store.note_deletions(tombstones, new_ids, run.run_seq, run.processed_at)
+
+
 def _stable(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "pipeline"}
 
@@ -502,6 +513,7 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
         touched_parts = {row["part"] for row in removed}
         units.delete_records([r["record_id"] for r in removed])
         conn.executemany("DELETE FROM articles WHERE record_id = ?", [(r["record_id"],) for r in removed])
+        _note_deletions(store, removed, articles, run)
 
         items = sorted(_new_items(articles, next_uid, settings.num_perm) + tail, key=lambda i: i.order)
         t0 = time.perf_counter()

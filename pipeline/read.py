@@ -47,6 +47,8 @@ JSON_META_FIELDS: dict[str, tuple[str, ...]] = {
     "dateline": ("dateline",),
 }
 _BODY_KEYS = set(JSON_TEXT_FIELDS) | set(JSON_HTML_FIELDS)
+# An item's own identifier, first present wins; then its url (JSON_META_FIELDS["url"]).
+JSON_ID_FIELDS = ("id", "guid", "uuid", "_id", "article_id", "item_id", "doc_id", "@id")
 # Only the encoding repairs: quotes, widths, ligatures and HTML entities stay as written.
 _MOJIBAKE_FIX = ftfy.TextFixerConfig(
     unescape_html=False, remove_terminal_escapes=False, fix_latin_ligatures=False, fix_character_width=False,
@@ -95,6 +97,7 @@ class Document:
     blocks: list[tuple[str, str]] | None = None  # (kind, text) from markup
     meta: dict[str, str] = field(default_factory=dict)  # stated by the container
     extra: dict[str, Any] = field(default_factory=dict)  # unknown JSON fields, kept as given
+    key: str | None = None  # names a JSON item inside its file whatever its position (item_key)
 
 
 def scan_raw(raw_dir: Path) -> tuple[list[RawEntry], list[Problem]]:
@@ -595,9 +598,10 @@ def _loads(text: str) -> Any:
 Lines = list[tuple[str, str | None]]  # (line, error) per line of a JSON Lines file
 
 
-def _iter_json_objects(source: str | Lines, lines: bool) -> Iterator[tuple[int, Any, str | None]]:
+def _iter_json_objects(source: str | Lines, lines: bool) -> Iterator[tuple[int | None, Any, str | None]]:
     """(item, object, error) for each article object of a JSON file (``source`` its text) or a
-    JSON Lines file (``source`` its decoded lines, see ``decode_json_lines``)."""
+    JSON Lines file (``source`` its decoded lines, see ``decode_json_lines``); item None for a
+    file that holds one object, not a list."""
     if lines or not isinstance(source, str):
         yield from _iter_json_lines(source if not isinstance(source, str) else [(s, None) for s in source.splitlines()])
         return
@@ -614,8 +618,10 @@ def _iter_json_objects(source: str | Lines, lines: bool) -> Iterator[tuple[int, 
             if isinstance(value.get(key), list):
                 value = value[key]
                 break
-    objects = value if isinstance(value, list) else [value]
-    for item, obj in enumerate(objects):
+    if not isinstance(value, list):
+        yield None, value, None  # one article in the file: named by the file, like a text file
+        return
+    for item, obj in enumerate(value):
         yield item, obj, None
 
 
@@ -649,19 +655,43 @@ def _is_json_lines(text: str) -> bool:
 def _json_documents(path: str, sha: str, text: str | Lines, lines: bool) -> tuple[list[Document], list[Problem]]:
     documents: list[Document] = []
     problems: list[Problem] = []
-    for item, obj, error in _iter_json_objects(text, lines):
+    seen: dict[str, int] = {}
+    for position, obj, error in _iter_json_objects(text, lines):
+        item = 0 if position is None else position
         if error is None and not isinstance(obj, dict):
             error = f"expected a JSON object per article, found {type(obj).__name__}"
         if error is not None:
             problems.append(Problem(path, error, item, sha))
             continue
         try:
-            documents.append(json_object_document(path, item, sha, obj))
+            doc = json_object_document(path, item, sha, obj)
         except BadInput as exc:
             problems.append(Problem(path, str(exc), item, sha))
+            continue
+        if position is not None:
+            key = item_key(obj)
+            seen[key] = seen.get(key, 0) + 1
+            doc.key = key if seen[key] == 1 else f"{key}#{seen[key]}"  # the same key twice: by occurrence
+        documents.append(doc)
     if not documents and not problems:
         raise BadInput("JSON holds no article objects")
     return documents, problems
+
+
+def item_key(obj: dict[str, Any]) -> str:
+    """What names a JSON item inside its file, wherever it stands: its own id (``id``, ``guid``,
+    ...), else its url, else a hash of its content (title and body fields, so a scraper's
+    changing fetch time does not make it another item). Reordering a file changes no key."""
+    for name in JSON_ID_FIELDS:
+        value = obj.get(name)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
+            return f"id:{str(value).strip()}"
+    for name in JSON_META_FIELDS["url"]:
+        if isinstance(obj.get(name), str) and obj[name].strip():
+            return f"url:{obj[name].strip()}"
+    content = {k: v for k, v in obj.items() if k in _BODY_KEYS or k in JSON_META_FIELDS["title"]}
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False).encode("utf-8", "replace")
+    return "content:" + hashlib.sha256(canonical).hexdigest()[:32]
 
 
 def _stringify(value: Any) -> str | None:

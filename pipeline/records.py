@@ -100,6 +100,15 @@ def build_record(
     return record
 
 
+def build_tombstone(record: dict[str, Any], run: RunContext) -> dict[str, Any]:
+    """What ``since`` readers get for a record that left the current records: its id, ``deleted``,
+    the source of its last version, and the run that removed it (schema/tombstone.schema.json)."""
+    return {
+        "schema_version": RECORD_SCHEMA_VERSION, "id": record["id"], "deleted": True, "source": record["source"],
+        "pipeline": {"version": __version__, "run_id": run.run_id, "processed_at": run.processed_at},
+    }
+
+
 def without_spans(text: str, spans: list[tuple[int, int]]) -> str:
     """A paragraph's text with its repeated spans cut out; the pieces left joined by a space."""
     if not spans:
@@ -264,8 +273,11 @@ def project(record: dict[str, Any], fields: list[str] | tuple[str, ...] | None =
     return record
 
 
-def iter_record_lines(processed_dir: str | Path, since: str | None = None) -> Iterator[str]:
-    """Current records as their stored JSON text (one line each, the bytes of the part files)."""
+def iter_record_lines(processed_dir: str | Path, since: str | None = None, tombstones: bool = True) -> Iterator[str]:
+    """Current records as their stored JSON text (one line each, the bytes of the part files).
+
+    With ``since`` (and ``tombstones``), then a tombstone for each record that later runs
+    removed (``{"id": ..., "deleted": true, ...}``), in the order they were removed."""
     conn = connect(Path(processed_dir), readonly=True)
     try:
         conn.execute("BEGIN")  # one snapshot for the whole iteration: a run committing meanwhile is not seen
@@ -275,9 +287,19 @@ def iter_record_lines(processed_dir: str | Path, since: str | None = None) -> It
             where = f"WHERE {clause}"
         for row in conn.execute(f"SELECT record FROM articles {where} ORDER BY sort_key, path, item", params):
             yield row[0]
+        if since is not None and tombstones and _has_deletions(conn):
+            for row in conn.execute(f"SELECT record FROM deletions {where} ORDER BY run_seq, path, record_id",
+                                    params):
+                yield row[0]
         conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+def _has_deletions(conn: sqlite3.Connection) -> bool:
+    """A processed dir last written by a version before tombstones has no deletions table yet."""
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deletions'").fetchone()
+    return found is not None
 
 
 def read_records(
@@ -290,14 +312,19 @@ def read_records(
     """Current records (never a superseded version), oldest publication first, undated last.
 
     ``since``: a run id (records written or rewritten by later runs) or an ISO timestamp
-    (records whose ``pipeline.processed_at`` is later). ``fields`` and ``strip_repeats`` as
-    in ``project``. Reads one consistent snapshot of the state database in a read-only
-    connection: it never blocks a running flow and never sees a half-written record.
+    (records whose ``pipeline.processed_at`` is later); after those records, a tombstone
+    ``{"id", "deleted": True, "source", "pipeline"}`` for each record those runs removed (its
+    item gone from a changed file), so a consumer that upserts by id can delete it too.
+    ``fields`` and ``strip_repeats`` as in ``project`` (tombstones come whole). Reads one
+    consistent snapshot of the state database in a read-only connection: it never blocks a
+    running flow and never sees a half-written record.
     """
     check_fields(fields)
     for line in iter_record_lines(processed_dir, since):
         record = json.loads(line)
-        yield project(record, fields, strip_repeats) if fields or strip_repeats else record
+        if (fields or strip_repeats) and not record.get("deleted"):  # a tombstone comes whole
+            record = project(record, fields, strip_repeats)
+        yield record
 
 
 def last_run_id(processed_dir: str | Path) -> str | None:

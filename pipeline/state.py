@@ -81,6 +81,12 @@ CREATE TABLE IF NOT EXISTS house_lines (
     grp TEXT NOT NULL, hash INTEGER NOT NULL, record_id TEXT NOT NULL, para INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS house_lines_key ON house_lines (grp, hash);
 CREATE INDEX IF NOT EXISTS house_lines_record ON house_lines (record_id);
+-- Records that left the current records (their item is gone from a changed file), as the tombstone
+-- `since` readers get; a record that comes back removes its row.
+CREATE TABLE IF NOT EXISTS deletions (
+    record_id TEXT PRIMARY KEY, path TEXT NOT NULL, run_seq INTEGER NOT NULL, written_at TEXT NOT NULL,
+    record TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS deletions_run ON deletions (run_seq);
 CREATE TABLE IF NOT EXISTS parts (name TEXT PRIMARY KEY, records INTEGER NOT NULL, pending INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
@@ -228,6 +234,16 @@ class Store:
             "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
             (seq, run_id, started_at, utc_now(), outcome, json.dumps(summary, sort_keys=True)),
         )
+
+    # --- deletions (tombstones) ------------------------------------------------------
+
+    def note_deletions(self, tombstones: list[tuple[str, str, str]], returned: Iterable[str], run_seq: int,
+                       written_at: str) -> None:
+        """Inside the run's transaction: ``tombstones`` (record id, path, tombstone JSON) of
+        records that left; ``returned``: ids written again, current once more."""
+        self.conn.executemany("DELETE FROM deletions WHERE record_id = ?", [(r,) for r in returned])
+        self.conn.executemany("INSERT OR REPLACE INTO deletions VALUES (?, ?, ?, ?, ?)",
+                              [(rid, path, run_seq, written_at, text) for rid, path, text in tombstones])
 
 
 def to_blob(array: np.ndarray) -> bytes:

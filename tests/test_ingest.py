@@ -450,3 +450,20 @@ def test_an_article_of_punctuation_only_does_not_stop_the_run(seed_raw: Path, tm
     (seed_raw / "dots.txt").write_text("...\n\n!!!\n\n— — —\n")
     summary = run_ingest(seed_raw, tmp_path / "processed")
     assert summary.records_written + summary.files_quarantined == 6 and summary.repeats_flagged == 6
+
+
+def test_reordering_a_jsonl_file_changes_no_record_id(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rows = [{"id": f"wire-{i}", "title": f"Story {i}", "text": f"Body number {i} of the export, with several words."}
+            for i in range(3)]
+    rows.append({"title": "Untagged", "text": "A story without an id or url, keyed by its own content instead."})
+    feed = raw / "export.jsonl"
+    feed.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    run_ingest(raw, tmp_path / "p")
+    before = {r["id"]: r["title"] for r in read_records(tmp_path / "p")}
+    feed.write_text("".join(json.dumps(r) + "\n" for r in [rows[-1], *rows[:-1]]), encoding="utf-8")
+    run_ingest(raw, tmp_path / "p")
+    after = list(read_records(tmp_path / "p"))
+    assert {r["id"]: r["title"] for r in after} == before and len(before) == 4
+    assert sorted(r["source"]["item"] for r in after) == [0, 1, 2, 3]

@@ -242,3 +242,23 @@ def test_a_json_object_with_a_script_only_page_falls_back_to_its_text_field() ->
     assert doc.text == text
     with pytest.raises(BadInput, match="no article text"):
         json_object_document("feed.json", 1, "0" * 64, {"html": page})
+
+
+def test_json_items_are_keyed_by_their_own_id_url_or_content_not_their_position(tmp_path: Path) -> None:
+    items = [
+        '{"guid": "urn:wire:77", "title": "A", "text": "First story text."}',
+        '{"id": 12, "url": "https://example.org/b", "text": "Second story text."}',
+        '{"link": "https://example.org/c", "text": "Third story text."}',
+        '{"title": "D", "text": "Fourth story text.", "fetched_at": "2024-03-05T10:00:00Z"}',
+        '{"title": "D", "text": "Fourth story text.", "fetched_at": "2024-03-06T10:00:00Z"}',
+    ]
+    forward, _ = parse_file(write(tmp_path, "feed.jsonl", "\n".join(items).encode()))
+    backward, _ = parse_file(write(tmp_path, "feed.jsonl", "\n".join(reversed(items)).encode()))
+    keys = [d.key for d in forward]
+    assert keys[:3] == ["id:urn:wire:77", "id:12", "url:https://example.org/c"]
+    # no id or url: the title and body name it (a new fetch time does not); met twice: by occurrence
+    assert keys[3].startswith("content:") and keys[4] == keys[3] + "#2"
+    assert {d.key: d.text for d in backward} == {d.key: d.text for d in forward}
+    assert [d.item for d in backward] == [0, 1, 2, 3, 4]  # the position is still stated, in source.item
+    [lone], _ = parse_file(write(tmp_path, "one.json", b'{"id": "x", "text": "A lone article."}'))
+    assert lone.key is None  # one article in the file: named by the file, like a text file

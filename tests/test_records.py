@@ -28,6 +28,8 @@ from tests.conftest import ROOT, SEEDS, make_raw
 
 SCHEMA = json.loads((ROOT / "schema" / "record.schema.json").read_text(encoding="utf-8"))
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
+TOMBSTONES = jsonschema.Draft202012Validator(
+    json.loads((ROOT / "schema" / "tombstone.schema.json").read_text(encoding="utf-8")))
 
 S000, S001, S002, S003, S004 = sorted(p.name for p in SEEDS.glob("*.txt"))
 T1, T2, T3 = "2030-01-01T00:00:00Z", "2030-01-02T00:00:00Z", "2030-01-03T00:00:00Z"
@@ -209,6 +211,41 @@ def test_since_rejects_what_it_cannot_read(tmp_path: Path, capsys: pytest.Captur
     assert code == 2 and out == "" and "neither a run id" in err
     with pytest.raises(StateError, match="no newsdedup state"):
         list(read_records(tmp_path / "nowhere"))
+
+
+def test_since_yields_a_tombstone_for_an_item_gone_from_a_changed_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    processed = tmp_path / "processed"
+    raw = make_raw(tmp_path, S001)
+    rows = [{"guid": f"wire-{i}", "title": f"Story {i}", "published": f"2021-03-0{i + 1}",
+             "text": f"Body number {i} of the export, with several words about the city council."} for i in range(3)]
+    feed = raw / "feed.jsonl"
+    feed.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    ingest(monkeypatch, raw, processed, "run-1", T1)
+    ids = {r["title"]: r["id"] for r in read_records(processed)}
+
+    # Run 2: the export drops story 1 and reorders the rest.
+    feed.write_text(json.dumps(rows[2]) + "\n" + json.dumps(rows[0]) + "\n", encoding="utf-8")
+    ingest(monkeypatch, raw, processed, "run-2", T2)
+    assert len(list(read_records(processed))) == 3  # 001 and stories 0 and 2
+    assert ids["Story 1"] not in {r["id"] for r in read_records(processed)}  # full reads: current records only
+    since = list(read_records(processed, since="run-1"))
+    assert [r["id"] for r in since if not r.get("deleted")] == [ids["Story 0"], ids["Story 2"]]
+    [tombstone] = [r for r in since if r.get("deleted")]
+    assert since[-1] is tombstone and tombstone["id"] == ids["Story 1"] and tombstone["deleted"] is True
+    assert tombstone["source"]["path"] == "feed.jsonl" and tombstone["pipeline"]["run_id"] == "run-2"
+    TOMBSTONES.validate(tombstone)
+    assert list(read_records(processed, since="run-1", fields=["id", "title"]))[-1] == tombstone
+    assert [r["id"] for r in read_records(processed, since=T1) if r.get("deleted")] == [ids["Story 1"]]
+    code, out, _ = cli(capsys, "records", str(processed), "--since", "run-1")
+    assert code == 0 and json.loads(out.splitlines()[-1]) == tombstone
+    assert list(read_records(processed, since="run-2")) == []
+
+    # Run 3: story 1 is back: a record again, same id, and no tombstone for it any more.
+    feed.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    ingest(monkeypatch, raw, processed, "run-3", T3)
+    assert [r.get("deleted", False) for r in read_records(processed, since="run-1")] == [False] * 3
+    assert {r["id"] for r in read_records(processed, since="run-2")} == {ids[f"Story {i}"] for i in range(3)}
 
 
 # --- fields, strip-repeats, the CLI ---------------------------------------------------------
