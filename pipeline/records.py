@@ -297,9 +297,13 @@ def iter_record_lines(processed_dir: str | Path, since: str | None = None, tombs
 
 
 def _has_deletions(conn: sqlite3.Connection) -> bool:
-    """A processed dir last written by a version before tombstones has no deletions table yet."""
-    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deletions'").fetchone()
-    return found is not None
+    """A processed dir last written by a version before tombstones has no deletions table yet.
+    (Asked by a query both backends know; a PostgreSQL state always has the table.)"""
+    try:
+        conn.execute("SELECT 1 FROM deletions LIMIT 0").fetchall()
+    except sqlite3.OperationalError:
+        return False
+    return True
 
 
 def read_records(

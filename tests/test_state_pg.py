@@ -137,3 +137,11 @@ def test_the_database_lock_excludes_a_run_from_another_working_copy(seed_raw: Pa
         release.set()
         holder.join()
     assert summary.records_written == 5
+
+
+def test_since_tombstones_on_postgresql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str], pg_url: str) -> None:
+    from tests.test_records import test_since_yields_a_tombstone_for_an_item_gone_from_a_changed_file as scenario
+
+    scenario(tmp_path, monkeypatch, capsys)  # the same runs and reads, the state in PostgreSQL
+    assert not (tmp_path / "processed" / "state.sqlite").exists()
