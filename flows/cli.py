@@ -380,7 +380,7 @@ exit codes:
   3  another run holds the processed dir (see --wait)""", [writes])
     run.add_argument("--raw-dir", default="raw", metavar="DIR", help="the dir the articles are read from")
     run.add_argument("--max-run-bytes", type=int, default=None, metavar="BYTES",
-                     help="raw bytes one run reads at most (default 256 MB); bounds memory on a large backlog")
+                     help="raw bytes one run reads at most (default 24 MB); bounds memory on a large backlog")
     run.add_argument("--force", action="store_true",
                      help="start a flow run even when nothing under the raw dir is new or changed")
     run.add_argument("--once", action="store_true",

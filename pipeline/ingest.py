@@ -73,9 +73,10 @@ class IngestSettings:
     max_file_bytes: int = DEFAULT_MAX_BYTES
     batch_size: int = 200  # files per prepare task
     # Raw bytes one run reads at most; the rest waits for the next run. A run holds its
-    # prepared articles in memory until its one commit, so this bounds its memory on a
-    # first load of a large archive (about 1 GB per 256 MB of plain text).
-    max_run_bytes: int = 256 * 1024 * 1024
+    # prepared articles (text, sentence units, sketches, band keys) in memory until its one
+    # commit, so this bounds its memory on a first load of a large archive: measured about
+    # 30 MB per MB of plain text over a base of ~200 MB, so 24 MB keeps a run under 1 GB.
+    max_run_bytes: int = 24 * 1024 * 1024
     # Processes that prepare batches side by side; 0 = one per CPU (up to 4) when the run
     # holds enough work to repay starting them (parallel_min_bytes of raw files), else none.
     workers: int = 0
