@@ -24,7 +24,8 @@ Two kinds of page sets (neither is in this repository: they are third-party page
 
 ``--compare`` also scores trafilatura alone (``include_comments=False``) and readability-lxml
 alone (the pipeline's second opinion), and with ``--truth`` compares ours page by page with each
-(pages won and lost by more than 0.05, lost by more than 0.2, ours < 0.5 where it is > 0.9);
+(pages won and lost by more than 0.05, lost by more than 0.2, ours < 0.5 where it is > 0.9).
+Rates are printed per wall-clock second and per CPU-second (cpu=; the steady one on a shared machine);
 ``--all`` adds a bs4 ``get_text()`` and ``<p>``-joining baseline and further trafilatura settings.
 """
 
@@ -62,6 +63,7 @@ class Score:
     pages: int = 0
     errors: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     @property
     def precision(self) -> float:
@@ -83,7 +85,8 @@ class Score:
     def line(self) -> str:
         return (
             f"{self.name:<34} precision={self.precision:.3f} recall={self.recall:.3f} "
-            f"f1={self.f1:.3f} pages/s={self.pages_per_second:.1f} pages={self.pages} "
+            f"f1={self.f1:.3f} pages/s={self.pages_per_second:.1f} cpu={_rate(self.pages, self.cpu_seconds)} "
+            f"pages={self.pages} "
             f"tp={self.tp} fp={self.fp} fn={self.fn} tn={self.tn} errors={self.errors}"
         )
 
@@ -97,6 +100,7 @@ class TokenScore:
     duplicated: list[str] = field(default_factory=list)
     errors: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     def mean(self, i: int) -> float:
         values = [v[i] for v in self.per_page.values()]
@@ -116,7 +120,7 @@ class TokenScore:
         return (
             f"{self.name:<34} mean P={self.mean(0):.3f} R={self.mean(1):.3f} F1={self.mean(2):.3f} "
             f"median F1={self.median_f1:.3f} F1<0.5={self.below(0.5)} dup={len(self.duplicated)} "
-            f"pages/s={rate:.1f} pages={pages} errors={self.errors}"
+            f"pages/s={rate:.1f} cpu={_rate(pages, self.cpu_seconds)} pages={pages} errors={self.errors}"
         )
 
 
@@ -204,24 +208,30 @@ def p_join(html: str) -> str:
     return "\n".join(p.get_text(" ") for p in soup.find_all("p"))
 
 
-def _run(name: str, fn: Extractor, html: str, page: str) -> tuple[str, float, bool]:
-    start = time.perf_counter()
+def _rate(pages: int, seconds: float) -> str:
+    """Pages per CPU-second: on a shared machine wall-clock rates follow the others' load."""
+    return f"{pages / seconds:.1f}" if seconds else "-"
+
+
+def _run(name: str, fn: Extractor, html: str, page: str) -> tuple[str, float, float, bool]:
+    start, cpu = time.perf_counter(), time.process_time()
     try:
         text = fn(html) or ""
         ok = True
     except Exception as exc:  # noqa: BLE001 - a crash costs recall, reported in the counts
         print(f"  {name}: {page}: {type(exc).__name__}: {exc}", file=sys.stderr)
         text, ok = "", False
-    return text, time.perf_counter() - start, ok
+    return text, time.perf_counter() - start, time.process_time() - cpu, ok
 
 
 def score(name: str, fn: Extractor, docs: list[tuple[str, str]], expected: dict) -> Score:
     s = Score(name)
     for page, html in docs:
         item = expected[page]
-        raw, seconds, ok = _run(name, fn, html, page)
+        raw, seconds, cpu, ok = _run(name, fn, html, page)
         text = collapse(raw)
         s.seconds += seconds
+        s.cpu_seconds += cpu
         s.errors += not ok
         s.pages += 1
         withs = [collapse(w) for w in item.get("with", [])]
@@ -238,8 +248,9 @@ def score(name: str, fn: Extractor, docs: list[tuple[str, str]], expected: dict)
 def score_tokens(name: str, fn: Extractor, docs: list[tuple[str, str, str]]) -> TokenScore:
     s = TokenScore(name)
     for page, html, truth in docs:
-        text, seconds, ok = _run(name, fn, html, page)
+        text, seconds, cpu, ok = _run(name, fn, html, page)
         s.seconds += seconds
+        s.cpu_seconds += cpu
         s.errors += not ok
         s.per_page[page] = token_prf(text, truth)
         if repeats_a_block(text, truth):
