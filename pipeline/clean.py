@@ -45,10 +45,17 @@ DATELINE_RE = re.compile(
     rf"^(?P<place>[A-Z][A-Z'’.-]+(?:\s[A-Z][A-Z'’.-]+)*(?:,\s[A-Z][\w'’.-]+(?:\s[A-Z][\w'’.-]+)*)?)"
     rf"(?:,\s*(?P<monthday>{MONTHS}\.?\s+\d{{1,2}}))?(?:\s*\((?P<agency>[A-Z][\w&.-]+(?:\s[A-Z][\w&.-]+){{0,2}})\))?$"
 )
-# "LONDON (Reuters) - ..." / "BAKU, Azerbaijan, Oct. 10 (Trend) — ..." opening a paragraph.
+# "LONDON (Reuters) - ...", "BAKU, Azerbaijan, Oct. 10 (Trend) — ...", "VELMORA, March 6 - ..." opening
+# the first paragraph: the place in capitals, then an agency in brackets or a month and day (or both).
 INLINE_DATELINE_RE = re.compile(
     rf"^(?P<place>[A-Z][A-Z'’.-]{{2,}}(?:\s[A-Z][A-Z'’.-]+)*(?:,\s[A-Z][\w'’.-]+(?:\s[A-Z][\w'’.-]+)*)?)"
-    rf"(?:,\s*(?P<monthday>{MONTHS}\.?\s+\d{{1,2}}))?\s*\((?P<agency>[A-Z][\w&.-]+(?:\s[A-Z][\w&.-]+){{0,2}})\)\s*[-–—:]\s+"
+    rf"(?:,\s*(?P<monthday>{MONTHS}\.?\s+\d{{1,2}})(?:,?\s+(?P<year>\d{{4}}))?)?"
+    rf"(?:\s*\((?P<agency>[A-Z][\w&.-]+(?:\s[A-Z][\w&.-]+){{0,2}})\))?\s*[-–—:]\s+"
+)
+# "By Jane Doe, 5 March 2024" (a Markdown byline in emphasis, once stripped): a name, then the date.
+BY_DATED_LINE_RE = re.compile(
+    rf"^By\s+(?P<who>[A-Z][\w'’.-]*(?:(?:\s+|\s+and\s+)[A-Z][\w'’.-]*){{0,5}})\s*[,|–—-]\s*(?:on\s+)?"
+    rf"(?P<date>{_ANY_DATE})(?:,?\s+(?:at\s+)?(?P<time>{_TIME}))?(?:\s*(?P<tz>{_TZ}))?$"
 )
 BY_LINE_RE = re.compile(r"^By\s+(?P<who>[A-Z][\w'’.-]*(?:(?:\s+|\s*,\s*|\s+and\s+)[A-Z][\w'’.-]*){0,7})$")
 CREDIT_LINE_RE = re.compile(r"^(?P<outlet>[A-Z][\w&.-]*(?:\s[A-Z][\w&.-]*){0,2}):$")
@@ -231,6 +238,9 @@ def _classify_header_line(line: str, title: str | None) -> Furniture | None:
                 return Furniture("dateline", line, fields)
     if m := BY_LINE_RE.match(line):
         return Furniture("byline", line, {"by": m["who"]})
+    if m := BY_DATED_LINE_RE.match(line):
+        fields = {k: v for k, v in m.groupdict().items() if v and k != "who"}
+        return Furniture("byline", line, {**fields, "by": m["who"]})
     if stamp := _classify_stamp(line):
         return stamp
     if (m := CREDIT_LINE_RE.match(line)) and m["outlet"].casefold() not in _NOT_CREDITS:
@@ -246,11 +256,26 @@ _DATED_DATELINE_RE = re.compile(
 )
 
 
-def _dated_dateline(text: str) -> Furniture | None:
+def _inline_dateline(text: str) -> tuple[Furniture, int] | None:
+    """The dateline opening a first paragraph, and where the text after it starts."""
+    m = INLINE_DATELINE_RE.match(text)
+    if not m or not (m["agency"] or m["monthday"]):  # "BAKU - ..." alone could be any capitalised word
+        return None
+    fields = {"place": m["place"]}
+    if m["agency"]:
+        fields["outlet"] = m["agency"]
+    if m["monthday"] and m["year"]:
+        fields["date"] = f"{m['monthday']}, {m['year']}"
+    elif m["monthday"]:
+        fields["monthday"] = m["monthday"]
+    return Furniture("dateline", m.group(0).strip(), fields), m.end()
+
+
+def _dated_dateline(text: str) -> tuple[Furniture, int] | None:
     m = _DATED_DATELINE_RE.match(text)
     if not m or not m["place"].isupper():
         return None
-    return Furniture("dateline", m.group(0).strip(), {"place": m["place"], "date": m["date"]})
+    return Furniture("dateline", m.group(0).strip(), {"place": m["place"], "date": m["date"]}), m.end()
 
 
 def _classify_anywhere(line: str) -> Furniture | None:
@@ -337,13 +362,13 @@ def clean_document(doc: Document) -> CleanDocument:
         if not kept:
             continue
         text = " ".join(kept)
-        if not paragraphs and (m := INLINE_DATELINE_RE.match(text)):
-            fields = {"place": m["place"], "outlet": m["agency"]}
-            if m["monthday"]:
-                fields["monthday"] = m["monthday"]
-            furniture.append(Furniture("dateline", m.group(0).strip(), fields))
-        elif not paragraphs and (dated := _dated_dateline(text)):
-            furniture.append(dated)
+        if not paragraphs and (found_dateline := _inline_dateline(text) or _dated_dateline(text)):
+            # The dateline is furniture: the paragraph starts after it.
+            dateline, end = found_dateline
+            furniture.append(dateline)
+            text = text[end:].lstrip(" -–—:.,")
+            if not text:
+                continue
         kind = preset_kind or ("heading" if len(kept) == 1 and _is_heading(text) else "body")
         paragraphs.append(Paragraph(kind, text))
 

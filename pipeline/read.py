@@ -26,11 +26,12 @@ from pipeline import html as html_extract
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 
-TEXT_SUFFIXES = {".txt", ".text", ".md"}
+TEXT_SUFFIXES = {".txt", ".text"}
+MARKDOWN_SUFFIXES = {".md", ".markdown"}
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
 JSON_SUFFIXES = {".json"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | JSON_SUFFIXES | JSONL_SUFFIXES
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | MARKDOWN_SUFFIXES | HTML_SUFFIXES | JSON_SUFFIXES | JSONL_SUFFIXES
 
 # Scraper exports name the same thing many ways; the first present wins.
 JSON_TEXT_FIELDS = ("text", "content", "body", "article", "full_text", "fulltext", "maintext", "description")
@@ -473,11 +474,68 @@ def parse(entry: RawEntry, data: bytes) -> tuple[list[Document], list[Problem]]:
                 raise BadInput("no article text: the HTML holds no visible text")
         elif suffix in JSON_SUFFIXES:
             documents, problems = _json_documents(entry.path, sha, text, lines=False)
+        elif suffix in MARKDOWN_SUFFIXES:
+            documents, problems = [markdown_document(entry.path, sha, text)], []
+            if not _has_text(documents[0].blocks or []):
+                raise BadInput("no article text: the Markdown holds no paragraphs")
         else:
             documents, problems = [Document(entry.path, None, sha, "text", text=text)], []
     for doc in documents:
         _repair_document(doc)
     return documents, problems
+
+
+# YAML front matter some static-site exports open with: "---", "key: value" lines, "---".
+_FRONT_MATTER_RE = re.compile(r"\A---[ \t]*\n(?P<body>(?:.*\n)*?)(?:---|\.\.\.)[ \t]*(?:\n|\Z)")
+
+
+def markdown_document(path: str, sha: str, text: str) -> Document:
+    """A Markdown article: a first ``# Title`` is the title it states, later headings are
+    sub-headings, and paragraphs, list items and quotes are body text with their markup
+    (emphasis, links, images, code marks) taken off. Front matter states fields like JSON does."""
+    from markdown_it import MarkdownIt  # only for Markdown files
+
+    meta: dict[str, str] = {}
+    if front := _FRONT_MATTER_RE.match(text):
+        fields = {}
+        for line in front["body"].splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() and not key.startswith((" ", "\t", "#", "-")):
+                fields[key.strip()] = value.strip().strip("'\"")
+        meta, _ = _stated_fields(fields)
+        text = text[front.end():]
+    blocks: list[tuple[str, str]] = []
+    tokens = MarkdownIt("commonmark").parse(text)
+    for i, token in enumerate(tokens):
+        if token.type == "fence" or token.type == "code_block":
+            if token.content.strip():
+                blocks.append(("body", " ".join(token.content.split())))
+            continue
+        if token.type != "inline":
+            continue
+        inline = _markdown_inline(token.children or [])
+        if not inline:
+            continue
+        opener = tokens[i - 1] if i else None
+        if opener is not None and opener.type == "heading_open":
+            if opener.tag == "h1" and not blocks and "title" not in meta:
+                meta["title"] = inline
+            else:
+                blocks.append(("heading", inline))
+        else:
+            blocks.append(("body", inline))
+    return Document(path, None, sha, "text", blocks=blocks, meta=meta)
+
+
+def _markdown_inline(children: list[Any]) -> str:
+    """The text of an inline run: markup tokens dropped, images left out, line breaks as spaces."""
+    parts = []
+    for child in children:  # raw tags (html_inline) and images carry no words of the text
+        if child.type in ("softbreak", "hardbreak"):
+            parts.append(" ")
+        elif child.type in ("text", "code_inline"):
+            parts.append(child.content)
+    return " ".join("".join(parts).split())
 
 
 def _has_text(blocks: list[tuple[str, str]]) -> bool:

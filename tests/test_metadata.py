@@ -299,3 +299,63 @@ def test_an_updated_line_is_not_the_publication_date() -> None:
     meta = text_metadata("A headline about the harbour\nUpdated: 14 May 2021 10:00\n\nThe harbour reopened today "
                          "after the storm, the port authority said in a statement.")
     assert meta["title"] == "A headline about the harbour" and meta["published"] is None
+
+
+MARKDOWN_STORY = """# Council approves the **harbour** budget
+
+*By Jane Doe, 5 March 2024*
+
+VELMORA (Meridian News) - The city council approved the harbour budget on Tuesday after a
+[long debate](https://example.org/debate) that ran _past midnight_.
+
+## What happens next
+
+Work on the **northern pier** starts in April, the mayor said, and should end in 2026.
+
+- The budget holds 12 million for dredging.
+"""
+
+
+def test_a_markdown_article_states_title_byline_date_and_dateline(tmp_path: Path) -> None:
+    path = tmp_path / "story.md"
+    path.write_text(MARKDOWN_STORY, encoding="utf-8")
+    [doc], _ = parse(RawEntry(path.name, path, path.stat().st_size), path.read_bytes())
+    cleaned = clean_document(doc)
+    meta = extract_metadata(doc, cleaned).as_dict()
+    assert {k: meta[k] for k in ("title", "author", "published", "dateline", "outlet")} == {
+        "title": "Council approves the harbour budget", "author": "Jane Doe", "published": "2024-03-05",
+        "dateline": "VELMORA", "outlet": "Meridian News"}
+    assert [(p.kind, p.text) for p in cleaned.paragraphs] == [
+        ("body", "The city council approved the harbour budget on Tuesday after a long debate that ran past midnight."),
+        ("heading", "What happens next"),
+        ("body", "Work on the northern pier starts in April, the mayor said, and should end in 2026."),
+        ("body", "The budget holds 12 million for dredging."),
+    ]
+
+
+def test_a_place_and_day_dateline_is_set_apart_and_gives_no_year() -> None:
+    text = "Ferry strike ends after talks\n\nVELMORA, March 6 - Ferry crews returned to work on Wednesday.\n\nMore."
+    doc = Document("a.txt", None, "0" * 64, "text", text=text)
+    cleaned = clean_document(doc)
+    meta = extract_metadata(doc, cleaned).as_dict()
+    assert (meta["dateline"], meta["published"], meta["outlet"]) == ("VELMORA", None, None)  # never the clock's year
+    assert cleaned.paragraphs[0].text == "Ferry crews returned to work on Wednesday."
+    with_year = text_metadata("VELMORA, March 6, 2024 - Ferry crews returned to work.\n\nMore follows here.")
+    assert (with_year["dateline"], with_year["published"]) == ("VELMORA", "2024-03-06")
+    # a capitalised word and a dash alone are no dateline
+    assert text_metadata("NATO - the alliance met today in the capital.\n\nMore.")["dateline"] is None
+
+
+def test_an_agency_dateline_prefix_leaves_paragraph_0_and_the_text(tmp_path: Path) -> None:
+    from pipeline.ingest import run_ingest
+    from pipeline.records import read_records
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.txt").write_text("VELMORA (Meridian News) - The council met on Monday to discuss the port.\n\n"
+                               "A vote is expected next week, officials said.\n", encoding="utf-8")
+    run_ingest(raw, tmp_path / "p")
+    [record] = read_records(tmp_path / "p")
+    assert (record["dateline"], record["outlet"]) == ("VELMORA", "Meridian News")
+    assert record["paragraphs"][0]["text"] == "The council met on Monday to discuss the port."
+    assert "VELMORA" not in record["text"] and "Meridian" not in record["text"]

@@ -262,3 +262,21 @@ def test_json_items_are_keyed_by_their_own_id_url_or_content_not_their_position(
     assert [d.item for d in backward] == [0, 1, 2, 3, 4]  # the position is still stated, in source.item
     [lone], _ = parse_file(write(tmp_path, "one.json", b'{"id": "x", "text": "A lone article."}'))
     assert lone.key is None  # one article in the file: named by the file, like a text file
+
+
+def test_markdown_is_read_as_markdown(tmp_path: Path) -> None:
+    text = ("---\ntitle: Front matter title\ndate: 2024-03-05\n---\n\n# Heading one\n\nA paragraph with **bold**, "
+            "*emphasis*, `code` and a [link](https://example.org) over\ntwo lines.\n\n![photo](a.jpg)\n\n"
+            "## Sub-heading\n\n> A quoted line.\n\n1. First item\n2. Second item\n")
+    [doc], problems = parse_file(write(tmp_path, "story.md", text.encode()))
+    assert problems == [] and doc.format == "text" and doc.text is None
+    assert doc.meta == {"title": "Front matter title", "published": "2024-03-05"}
+    assert doc.blocks == [
+        ("heading", "Heading one"),  # the front matter states the title: the first heading is a heading
+        ("body", "A paragraph with bold, emphasis, code and a link over two lines."),
+        ("heading", "Sub-heading"), ("body", "A quoted line."), ("body", "First item"), ("body", "Second item"),
+    ]
+    [plain], _ = parse_file(write(tmp_path, "plain.markdown", b"# The title\n\nBody text of it.\n"))
+    assert plain.meta == {"title": "The title"} and plain.blocks == [("body", "Body text of it.")]
+    with pytest.raises(BadInput, match="no paragraphs"):
+        parse_file(write(tmp_path, "empty.md", b"# Only a title\n\n![x](y.png)\n"))
