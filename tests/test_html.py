@@ -801,3 +801,27 @@ def test_second_opinion_keeps_a_long_standfirst_before_the_story() -> None:
     standfirst = ("heading", "Twice she came away empty-handed this winter, but on the last day of racing she won")
     ours = [("body", "Local"), ("body", "Region"), standfirst, *STORY]
     assert H.combine_opinions(ours, STORY) == [standfirst, *STORY]
+
+
+def test_where_the_extractors_share_nothing_the_text_under_the_headline_wins() -> None:
+    # trafilatura alone takes the readers' responses (<p>) over the story (<div>s): readability
+    # starts under the headline, trafilatura after the story
+    text = texts(extract_article(_written("blog_div_story_responses")))
+    assert text.startswith("Protected cycle lanes will be built") and "The scheme will cost" in text
+    assert "lorries come far too close" not in text and "Reply" not in text
+
+
+def test_where_the_extractors_share_nothing_ours_stays_unless_the_other_starts_first() -> None:
+    other = [("body", "Sixty spaces behind the market hall will not replace what is being lost this summer.")]
+    page = lxml_page(f"<h1>Tram line extension approved</h1><div>{BODY_1}</div><p>{other[0][1]}</p>")
+    assert H.combine_opinions(STORY[:1], other, page) == STORY[:1]  # ours starts under the headline
+    page = lxml_page(f"<h1>Tram line extension approved</h1><p>{other[0][1]}</p><div>{BODY_1}</div>")
+    assert H.combine_opinions(STORY[:1], other, page) == other
+    assert H.combine_opinions(STORY[:1], other, None) == STORY[:1]  # no page, no positions
+
+
+def lxml_page(body: str) -> object:
+    from lxml import html as lxml_html
+
+    head = "<head><title>Tram line extension approved</title></head>"
+    return lxml_html.fromstring(f"<html>{head}<body>{body}</body></html>")
