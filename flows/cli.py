@@ -152,6 +152,29 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from pipeline.lock import writer_lock
+    from pipeline.migrate import migrate_state
+    from pipeline.state import ProcessedDirLocked
+    from pipeline.state_backend import parse_state_url
+
+    source, destination = parse_state_url(args.source), parse_state_url(args.destination)
+    processed = Path(args.processed_dir)
+    set_state_url(source.url)  # the lock taken is the source's: no run writes to it meanwhile
+    try:
+        with writer_lock(processed, args.wait):
+            migration = migrate_state(source, destination, processed)
+    except ProcessedDirLocked as exc:
+        print(f"newsdedup: {exc}", file=sys.stderr)
+        return 3
+    rows = sum(migration.rows.values())
+    print(f"newsdedup: moved the state of {processed} from {migration.source} to {migration.destination}: "
+          f"{len(migration.rows)} tables, {rows} rows; {migration.records_compared} records read back identical. "
+          f"From now on run with --state-url {migration.destination} (or NEWSDEDUP_STATE_URL); "
+          f"the old state is left as it was")
+    return 0
+
+
 def _stop_children() -> None:
     """No process of ours outlives `newsdedup run`: worker processes, then the forkserver and
     the resource tracker that multiprocessing leaves behind (they would exit only after us)."""
@@ -477,6 +500,25 @@ exit codes:
     check.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                        help="if a run holds the processed dir, wait this long for it instead of exiting (exit 3)")
     check.set_defaults(func=cmd_check)
+
+    migrate = command("migrate", "move the state of a processed dir to another database (SQLite <-> PostgreSQL)", """\
+Copy the state (files, records, sketches, LSH keys, quarantine, runs) from one database to
+another, in one transaction, holding the processed dir's writer lock; then read every record
+back from both and compare them. The destination must hold no state yet; the source is left
+as it was. The part files and the Bloom filter under the processed dir stay valid.""", """\
+examples:
+  newsdedup migrate processed --from sqlite:///processed/state.sqlite --to postgresql://news@db:5432/newsdedup
+
+exit codes:
+  0  moved, and the records read back identical
+  2  a state URL is bad, the destination holds a state already, or the records differ
+  3  a run holds the processed dir (see --wait)""", [reads])
+    migrate.add_argument("--from", dest="source", required=True, metavar="URL", help="the state to move")
+    migrate.add_argument("--to", dest="destination", required=True, metavar="URL",
+                         help="an empty database: sqlite:///PATH or postgresql://user@host:port/db")
+    migrate.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                         help="if a run holds the processed dir, wait this long for it instead of exiting (exit 3)")
+    migrate.set_defaults(func=cmd_migrate)
 
     serve = command("serve", "run the ingest flow on a schedule: a local Prefect server and the "
                              "'ingest/newsdedup' deployment (Ctrl-C stops both)", """\

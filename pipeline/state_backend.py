@@ -92,13 +92,29 @@ def state_exists(processed_dir: Path) -> bool:
 
 def connect(processed_dir: Path, readonly: bool = False) -> Any:
     """A connection to the state of ``processed_dir``, in autocommit mode (callers BEGIN)."""
-    target = state_url_for(processed_dir)
+    return connect_url(state_url_for(processed_dir), readonly, processed_dir)
+
+
+def connect_url(target: StateURL, readonly: bool = False, processed_dir: Path | None = None) -> Any:
     if not target.is_sqlite:
         from pipeline.state_pg import connect_pg
 
         return connect_pg(target, readonly)
     assert target.path is not None
     return connect_sqlite(target.path, readonly, processed_dir)
+
+
+def table_names(conn: Any) -> list[str]:
+    """The state's tables, in either database."""
+    if isinstance(conn, sqlite3.Connection):
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+    else:
+        sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename"
+    return [row[0] for row in conn.execute(sql)]
+
+
+def column_names(conn: Any, table: str) -> list[str]:
+    return [d[0] for d in conn.execute(f"SELECT * FROM {table} LIMIT 0").description]
 
 
 def connect_sqlite(path: Path, readonly: bool = False, processed_dir: Path | None = None) -> sqlite3.Connection:

@@ -4,6 +4,7 @@ and writer lock as the SQLite state (tests/postgres_server.py starts the server)
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -145,3 +146,43 @@ def test_since_tombstones_on_postgresql(tmp_path: Path, monkeypatch: pytest.Monk
 
     scenario(tmp_path, monkeypatch, capsys)  # the same runs and reads, the state in PostgreSQL
     assert not (tmp_path / "processed" / "state.sqlite").exists()
+
+
+def _record_lines(processed: Path) -> list[str]:
+    from pipeline.records import iter_record_lines
+
+    return list(iter_record_lines(processed))
+
+
+def test_migrate_moves_a_sqlite_state_and_runs_go_on_from_it(seed_raw: Path, tmp_path: Path, pg_url: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(STATE_URL_ENV)
+    raw = tmp_path / "raw2"
+    raw.mkdir()
+    for name in ("000", "002", "003"):
+        shutil.copy2(seed_raw / SEED[name], raw / SEED[name])
+    processed = tmp_path / "processed"
+    run_ingest(raw, processed)
+    before = _record_lines(processed)
+    sqlite_url = f"sqlite:///{processed / 'state.sqlite'}"
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "migrate", str(processed), "--from", sqlite_url,
+                           "--to", pg_url], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 records read back identical" in proc.stdout
+    again = subprocess.run([sys.executable, "-m", "flows.cli", "migrate", str(processed), "--from", sqlite_url,
+                            "--to", pg_url], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already holds a newsdedup state" in again.stderr
+    sqlite_copy = tmp_path / "processed-sqlite"
+    shutil.copytree(processed, sqlite_copy)  # the SQLite state, left as it was, and its parts
+    monkeypatch.setenv(STATE_URL_ENV, pg_url)
+    assert _record_lines(processed) == before  # the same lines, byte for byte
+    assert run_ingest(raw, processed).files_unchanged == 3  # the files table moved too
+    # The runs that follow continue the migrated state exactly as they would have the SQLite one.
+    for name in ("001", "004"):
+        shutil.copy2(seed_raw / SEED[name], raw / SEED[name])
+    run_ingest(raw, processed)
+    on_postgres = stable([json.loads(line) for line in _record_lines(processed)])
+    monkeypatch.delenv(STATE_URL_ENV)
+    run_ingest(raw, sqlite_copy)
+    assert on_postgres == stable([json.loads(line) for line in _record_lines(sqlite_copy)])
+    assert on_postgres == stable(part_records(processed))
