@@ -79,6 +79,8 @@ def build_base(raw: Path, processed: Path, paragraphs: int, run_every_files: int
                 fh.write(json.dumps(corpus.article(day0 + i * 3 // count)) + "\n")
         if (f + 1) % run_every_files == 0 or f == files - 1:
             summary = run_ingest(raw, processed)
+            while summary.files_deferred:  # more than one run's bound (max_run_bytes) was written
+                summary = run_ingest(raw, processed)
             print(f"  base run: {f + 1}/{files} files, {summary.paragraphs} paragraphs, "
                   f"{time.perf_counter() - started:.0f} s so far", flush=True)
     return time.perf_counter() - started
