@@ -306,6 +306,8 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], int, int, str | None]] = {
     "state database deleted": (lambda p: (p / "state.sqlite").unlink(), 2, 0, "no newsdedup state"),
     "state database without tables": (_no_tables, 2, 0, "no run has committed"),
     "lock replaced by a directory": (lambda p: (p / LOCK_FILE).mkdir(), 2, 2, "not the regular lock file"),
+    "lock replaced by a symlink": (lambda p: os.symlink(p / "last_run.md", p / LOCK_FILE), 2, 2,
+                                   "not the regular lock file"),
 }
 
 
@@ -316,8 +318,9 @@ def test_each_damage_then_check_run_and_a_reader(tmp_path: Path, damage: str, th
     processed = tmp_path / "processed"
     shutil.copytree(seeded, processed)
     expected_records = sorted(iter_record_lines(seeded))
-    if damage == "lock replaced by a directory":
+    if damage.startswith("lock replaced"):
         (processed / LOCK_FILE).unlink()
+    report = (processed / "last_run.md").read_bytes()
     apply, check_code, run_code, named = DAMAGES[damage]
     apply(processed)
 
@@ -336,6 +339,7 @@ def test_each_damage_then_check_run_and_a_reader(tmp_path: Path, damage: str, th
     if run_code == 2:
         one_line_error(ran)
         if damage.startswith("lock"):  # the reader needs no lock: every record, as before
+            assert (processed / "last_run.md").read_bytes() == report  # nothing written through the symlink
             assert cli("records", str(processed), capsys=capsys).stdout.splitlines() == list(
                 iter_record_lines(seeded))
         else:
