@@ -1,10 +1,9 @@
 """The HTML report: what repeats, where and since when, as one self-contained static page.
 
-``write_report(processed_dir, out)`` reads the processed dir through its readers (the
-passage catalog's and the records' data, the quarantine list, the runs) and writes one
-HTML file that opens from disk in any browser with no network at all: the styles are
-inlined, the charts are SVG written here, there is no script, and a Content-Security-Policy
-forbids the page to load anything.
+``write_report(processed_dir, out)`` reads the processed dir (the state behind the records
+and the passage catalog, the quarantine list, the runs) and writes one HTML file that opens
+from disk in any browser with no network at all: the styles are inlined, the charts are SVG
+written here, there is no script, and a Content-Security-Policy forbids the page to load anything.
 
 Why hand-written SVG and no plotting library (measured, 12 charts like the report's): the
 SVG is 46 KiB and built in 1 ms, the page renders in 60-115 ms in Chromium; matplotlib's SVG
