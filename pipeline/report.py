@@ -34,7 +34,7 @@ from typing import IO, Any
 
 from pipeline.catalog import UNDATED as CATALOG_UNDATED
 from pipeline.records import write_text_atomic
-from pipeline.state_backend import connect
+from pipeline.state_backend import connect, state_url_for
 
 TOP_PASSAGES = 10
 SHOWN_ARTICLES = 6
@@ -104,7 +104,7 @@ _RECORDS = """
 SELECT a.record_id, a.path, a.sort_key, json_extract(a.record, '$.title'), json_extract(a.record, '$.outlet'),
        json_extract(a.record, '$.published'), json_extract(a.record, '$.duplicate_of.record'),
        json_extract(a.record, '$.duplicate_of.share'),
-       json_array_length(a.record, '$.paragraphs'), length(json_extract(a.record, '$.text')),
+       {paragraph_count}, length(json_extract(a.record, '$.text')),
        (SELECT COALESCE(SUM(length(json_extract(a.record, '$.paragraphs[' || w.para || '].text'))), 0)
         FROM (SELECT DISTINCT para FROM spans s WHERE s.record_id = a.record_id AND s.whole = 1) w),
        (SELECT COALESCE(SUM(end_char - start_char), 0) FROM spans s WHERE s.record_id = a.record_id AND s.whole = 0)
@@ -128,14 +128,14 @@ WHERE s.passage = ? ORDER BY a.sort_key, a.path, a.item, s.para, s.start_char
 # found through the copies' own units (indexed by record) rather than a scan of all units.
 _ROOTS = """
 SELECT DISTINCT r.seq, r.para, r.start_char, r.end_char
-FROM (SELECT DISTINCT record_id FROM spans WHERE passage = ?1) c
+FROM (SELECT DISTINCT record_id FROM spans WHERE passage = ?) c
 JOIN units u ON u.record_id = c.record_id JOIN units r ON r.uid = u.root_uid
-WHERE u.passage = ?1 AND u.match_uid IS NOT NULL AND r.record_id = ?2 ORDER BY r.seq
+WHERE u.passage = ? AND u.match_uid IS NOT NULL AND r.record_id = ? ORDER BY r.seq
 """
 _PER_RECORD = "SELECT record_id, COUNT(DISTINCT passage), COUNT(*) FROM spans GROUP BY record_id"
 # status.collect_status would count every unit (2.3 s on 100,000 records); the page needs these.
 _COUNTS = """
-SELECT (SELECT COUNT(*) FROM (SELECT DISTINCT record_id, para FROM spans WHERE whole = 1)),
+SELECT (SELECT COUNT(*) FROM (SELECT DISTINCT record_id, para FROM spans WHERE whole = 1) w),
        (SELECT COUNT(*) FROM spans WHERE whole = 0)
 """
 
@@ -170,7 +170,10 @@ def collect(processed_dir: str | Path, progress: IO[str] | None = None) -> Repor
         data.repeated_paragraphs, data.spans = conn.execute(_COUNTS).fetchone()
         order: dict[str, int] = {}
         sort_keys: dict[str, str] = {}
-        for number, row in enumerate(conn.execute(_RECORDS), 1):
+        # The one JSON function PostgreSQL's state has no SQLite-named stand-in for (pipeline/state_pg.py).
+        paragraph_count = ("json_array_length(a.record, '$.paragraphs')" if state_url_for(processed_dir).is_sqlite
+                           else "jsonb_array_length(a.record::jsonb -> 'paragraphs')")
+        for number, row in enumerate(conn.execute(_RECORDS.format(paragraph_count=paragraph_count)), 1):
             record_id, path, sort_key, title, outlet, published, original, share, paragraphs, kept, whole, part = row
             order[record_id] = number
             sort_keys[record_id] = sort_key
@@ -186,7 +189,9 @@ def collect(processed_dir: str | Path, progress: IO[str] | None = None) -> Repor
             if original is not None:
                 data.copy_count += 1
                 if len(data.copies) < SHOWN_COPIES:
-                    data.copies.append({"record": record_id, "original": original, "share": share})
+                    # float(): a state in PostgreSQL gives JSON values back as text
+                    data.copies.append({"record": record_id, "original": original,
+                                        "share": None if share is None else float(share)})
             if number % PROGRESS_EVERY == 0:
                 note(f"{number:,} of {records:,} records counted")
         data.timings["records"] = round(time.perf_counter() - t0, 3)
@@ -266,7 +271,7 @@ def _read_passage_rows(conn: sqlite3.Connection) -> _PassageRows:
     for passage_id in passages[:TOP_PASSAGES]:
         first_record = passage_id.rsplit(":", 1)[0]
         copies = [tuple(row) for row in conn.execute(_OCCURRENCES, (passage_id,))]
-        roots = [tuple(row) for row in conn.execute(_ROOTS, (passage_id, first_record))]
+        roots = [tuple(row) for row in conn.execute(_ROOTS, (passage_id, passage_id, first_record))]
         [first_text] = _records_by_id(conn, [first_record]) or ["{}"]
         top.append((passage_id, copies, roots, first_text))
     per_record = [tuple(row) for row in conn.execute(_PER_RECORD)]

@@ -231,3 +231,26 @@ def test_flow_run_carries_the_report(seed_raw: Path, tmp_path: Path, prefect_har
     catalog = sorted(read_passages(processed), key=lambda p: -p["copies"])
     assert [(r["passage"], r["copies"], r["articles"]) for r in rows] == [
         (p["passage"], p["copies"], p["articles"]) for p in catalog]
+
+
+def test_report_of_a_state_in_postgresql(seeds_processed: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.state_backend import STATE_URL_ENV
+    from tests.postgres_server import SKIP_REASON, fresh_database, postgres_server, server_bin
+
+    if server_bin() is None:
+        pytest.skip(SKIP_REASON)
+    on_sqlite = collect(seeds_processed)
+    with postgres_server() as server:
+        monkeypatch.setenv(STATE_URL_ENV, fresh_database(server, "report"))
+        processed = tmp_path / "processed"
+        run_ingest(SEEDS, processed)
+        on_postgres = collect(processed)
+        write_report(processed, tmp_path / "report.html")
+    assert (on_postgres.total, on_postgres.by_outlet, on_postgres.by_month) == (
+        on_sqlite.total, on_sqlite.by_outlet, on_sqlite.by_month)
+    assert [{k: p[k] for k in PASSAGE_FIELDS} for p in on_postgres.passages] == [
+        {k: p[k] for k in PASSAGE_FIELDS} for p in on_sqlite.passages]
+    assert [r["source"]["path"] for r in on_postgres.articles] == [S002, S004]
+    assert (on_postgres.repeated_paragraphs, on_postgres.spans) == (on_sqlite.repeated_paragraphs, on_sqlite.spans)
+    assert "Top passages" in (tmp_path / "report.html").read_text(encoding="utf-8")
