@@ -7,6 +7,12 @@ Each measured run is a fresh process, so its peak memory (max RSS) is its own.
 
     python bench/incremental.py                      # the full 1M-paragraph figure
     python bench/incremental.py --paragraphs 100000  # a quicker look
+    python bench/incremental.py --state-url postgresql://user@host:5432/bench   # the state in PostgreSQL
+
+With a PostgreSQL URL (of an existing database, used to create the others) the index, the
+empty state and each measured copy are databases of that server named after it (``bench_big``,
+``bench_empty``, ``bench_measure``: the user needs CREATE DATABASE); a measured copy is
+``CREATE DATABASE … TEMPLATE`` of the index.
 
 Prints both timings, their ratio (target <= 1.5) and peak memory (target <= 1 GB).
 """
@@ -107,9 +113,69 @@ print(json.dumps({"seconds": elapsed, "max_rss_mb": hwm_kb / 1024, "records": s.
 """
 
 
+class States:
+    """Where the index, the empty state and a measured copy keep their state: the SQLite file
+    under each processed dir, or one PostgreSQL database each."""
+
+    def __init__(self, state_url: str | None) -> None:
+        self.server = state_url if state_url and state_url.startswith(("postgresql://", "postgres://")) else None
+
+    def url(self, kind: str) -> str | None:
+        if self.server is None:
+            return None
+        base, name = self.server.rsplit("/", 1)
+        return f"{base}/{name.split('?')[0]}_{kind}"
+
+    def use(self, kind: str) -> None:
+        """This process's state for ``kind`` (the measured runs get it through their environment)."""
+        sys.path.insert(0, str(ROOT))
+        from pipeline.state_backend import STATE_URL_ENV
+
+        url = self.url(kind)
+        if url is None:
+            os.environ.pop(STATE_URL_ENV, None)
+        else:
+            os.environ[STATE_URL_ENV] = url
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+
+        assert self.server is not None
+        with psycopg.connect(self.server, autocommit=True) as conn:
+            conn.execute(sql)  # type: ignore[arg-type]
+
+    def reset(self, kind: str, template: str | None = None) -> None:
+        """An empty state for ``kind`` (or a copy of ``template``'s)."""
+        if self.server is None:
+            return
+        name = self.url(kind).rsplit("/", 1)[1]  # type: ignore[union-attr]
+        self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        copy = f' TEMPLATE "{self.url(template).rsplit("/", 1)[1]}"' if template else ""  # type: ignore[union-attr]
+        self._admin(f'CREATE DATABASE "{name}"{copy}')
+
+    def exists(self, kind: str, processed: Path) -> bool:
+        if self.server is None:
+            return (processed / "state.sqlite").exists()
+        import psycopg
+
+        try:
+            with psycopg.connect(self.url(kind)) as conn:  # type: ignore[arg-type]
+                return bool(conn.execute("SELECT to_regclass('runs') IS NOT NULL").fetchone()[0])  # type: ignore[index]
+        except psycopg.OperationalError:
+            return False
+
+    def size_mb(self, kind: str, processed: Path) -> float:
+        if self.server is None:
+            return (processed / "state.sqlite").stat().st_size / 1e6
+        import psycopg
+
+        with psycopg.connect(self.url(kind)) as conn:  # type: ignore[arg-type]
+            return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 1e6  # type: ignore[index]
+
+
 def measured_run(raw: Path, processed: Path) -> dict[str, float]:
     out = subprocess.run([sys.executable, "-c", _MEASURE, str(raw), str(processed)], cwd=ROOT, check=True,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True)  # the state URL from the environment (States.use)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -120,7 +186,11 @@ def main() -> None:
     parser.add_argument("--run-every-files", type=int, default=5, help="base JSONL files per build run")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the corpus and state here")
     parser.add_argument("--repeat", type=int, default=3, help="measured runs of each kind; medians are shown")
+    parser.add_argument("--state-url", default=None,
+                        help="postgresql://user@host:port/NAME: keep the states in databases NAME_big, NAME_empty, "
+                             "NAME_measure of that server (default: SQLite files under the work dir)")
     args = parser.parse_args()
+    states = States(args.state_url)
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="newsdedup-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -130,8 +200,12 @@ def main() -> None:
         d.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(empty_processed, ignore_errors=True)
 
-    print(f"building an index of {args.paragraphs:,} paragraphs in {work} ...", flush=True)
-    if not (big_processed / "state.sqlite").exists():
+    print(f"building an index of {args.paragraphs:,} paragraphs in {work} "
+          f"(state: {'PostgreSQL' if states.server else 'SQLite'}) ...", flush=True)
+    states.use("big")
+    if not states.exists("big", big_processed):
+        shutil.rmtree(big_processed, ignore_errors=True)
+        states.reset("big")
         build_seconds = build_base(big_raw, big_processed, args.paragraphs, args.run_every_files)
         print(f"built in {build_seconds:.0f} s")
     # A run with nothing new: brings an index built by an older version up to date (its
@@ -140,12 +214,14 @@ def main() -> None:
     from pipeline.ingest import run_ingest
 
     run_ingest(big_raw, big_processed)
-    db_mb = (big_processed / "state.sqlite").stat().st_size / 1e6
+    db_mb = states.size_mb("big", big_processed)
 
     write_new_articles(empty_raw, args.new_articles)
     empties, bigs = [], []
     for _ in range(args.repeat):  # alternate, so machine noise hits both kinds alike
         shutil.rmtree(empty_processed, ignore_errors=True)
+        states.reset("empty")
+        states.use("empty")
         os.sync()  # start each measured run with no dirty pages of earlier work to write back
         empties.append(measured_run(empty_raw, empty_processed))
         # Measure on a copy, so the base index can be reused (and by the next invocation).
@@ -155,6 +231,8 @@ def main() -> None:
         for base_file in big_raw.iterdir():
             os.link(base_file, measure_raw / base_file.name)  # the scan sees the whole archive, unchanged
         shutil.copytree(big_processed, measure_processed)
+        states.reset("measure", template="big")
+        states.use("measure")
         write_new_articles(measure_raw, args.new_articles)
         os.sync()  # the 2 GB copy above must not be written back during the measured run
         bigs.append(measured_run(measure_raw, measure_processed))
@@ -173,7 +251,7 @@ def main() -> None:
     print(f"  against {args.paragraphs:>9,} paragraphs:      {big['seconds']:8.2f} s   "
           f"peak RSS {big['max_rss_mb']:7.0f} MB   {big['timings']}")
     print(f"  ratio: {ratio:.2f} (target <= 1.5)   peak memory: {max(empty['max_rss_mb'], big['max_rss_mb']):.0f} MB "
-          f"(target <= 1024)   state database: {db_mb:.0f} MB")
+          f"(target <= 1024)   state database: {db_mb:.0f} MB ({'PostgreSQL' if states.server else 'SQLite'})")
     print(f"  repeats flagged: empty {empty['repeats']}, big {big['repeats']}")
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)

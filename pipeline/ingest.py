@@ -563,6 +563,7 @@ def _write_decisions(conn: Any, units: SqliteUnits, items: list[_Item], decision
     unit_rows: list[tuple[Any, ...]] = []
     span_rows: list[tuple[Any, ...]] = []
     house_rows: list[tuple[str, int, str, int]] = []
+    article_rows: list[tuple[Any, ...]] = []
     for item, decision in zip(items, decisions, strict=True):
         record_id = item.article.record_id
         unit_rows += _unit_rows(item, decision)
@@ -589,12 +590,12 @@ def _write_decisions(conn: Any, units: SqliteUnits, items: list[_Item], decision
             summary.duplicates += record["duplicate_of"] is not None
         line = dumps(record)  # serialised once: the database row and the part line are the same text
         written.append(line)
-        conn.execute(
-            "INSERT OR REPLACE INTO articles (record_id, path, item, sha256, sort_key, part, run_seq, written_at, "
-            "record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (record["id"], record["source"]["path"], record["source"].get("item", -1), record["source"]["sha256"],
-             item.order[0], new_part, run.run_seq, run.processed_at, line),
-        )
+        article_rows.append((record["id"], record["source"]["path"], record["source"].get("item", -1),
+                             record["source"]["sha256"], item.order[0], new_part, run.run_seq, run.processed_at, line))
+    # One batch (COPY on PostgreSQL): a statement per article costs a round trip each there.
+    conn.executemany(
+        "INSERT OR REPLACE INTO articles (record_id, path, item, sha256, sort_key, part, run_seq, written_at, "
+        "record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", article_rows)
     units.insert_units(unit_rows)
     units.insert_spans(span_rows)
     units.insert_house_lines(house_rows)
@@ -619,13 +620,15 @@ def _write_parts(conn: Any, processed_dir: Path, run: RunContext, written: list[
 
 def _record_files_and_quarantine(conn: Any, outcomes: list[FileOutcome], problems: list[Problem],
                                  run: RunContext, summary: RunSummary) -> None:
+    # Read once, not a query per file: the writes below then go out in batches (on PostgreSQL a
+    # read between them costs a round trip each).
+    stored = {row[0] for row in conn.execute("SELECT path FROM files")}
     for o in outcomes:
         if o.status == "unchanged":
             conn.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (o.size, o.mtime_ns, o.path))
             summary.files_unchanged += 1
             continue
-        previous = conn.execute("SELECT sha256 FROM files WHERE path = ?", (o.path,)).fetchone()
-        if previous is None:
+        if o.path not in stored:
             summary.files_new += 1
         elif o.changed:
             summary.files_changed += 1

@@ -110,6 +110,12 @@ def translate_ddl(script: str) -> str:
     return script
 
 
+# Queued writes are sent once this many wait.
+QUEUE_MAX = 2_000
+# executemany of this many rows or more of a plain VALUES insert goes through COPY.
+COPY_MIN_ROWS = 64
+_VALUES_ONLY = re.compile(r"^\s*INSERT\s+(OR\s+(REPLACE|IGNORE)\s+)?INTO\s+(\w+)\s*(\(([^)]*)\))?\s*"
+                          r"VALUES\s*\(\s*\?(\s*,\s*\?)*\s*\)\s*$", re.IGNORECASE | re.DOTALL)
 _UPSERT = re.compile(r"^\s*INSERT\s+OR\s+(REPLACE|IGNORE)\s+INTO\s+(\w+)\s*(\(([^)]*)\))?", re.IGNORECASE | re.DOTALL)
 
 
@@ -120,8 +126,11 @@ class PgConnection:
         self.raw = conn
         self.readonly = readonly
         self._tables: dict[str, tuple[list[str], list[str]]] = {}
+        self._queued: list[tuple[str, tuple[Any, ...]]] = []
+        self._writing = False  # inside a write transaction begun through execute("BEGIN…")
 
     def close(self) -> None:
+        self._queued.clear()  # an open transaction is rolled back by the server anyway
         self.raw.close()
 
     def _columns(self, table: str) -> tuple[list[str], list[str]]:
@@ -158,23 +167,74 @@ class PgConnection:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         head = sql.lstrip()[:16].upper()
+        if head.startswith("ROLLBACK"):
+            self._queued.clear()
+            self._writing = False
+            return self.raw.execute("ROLLBACK")
+        if self._writing and head.startswith(("INSERT", "UPDATE", "DELETE")) and "RETURNING" not in sql.upper():
+            # Inside a write transaction a write's result is never read: queued, and sent with the
+            # next statements in one pipeline (a round trip per statement is what a server costs).
+            self._queued.append((_translated(self, sql), tuple(params)))
+            if len(self._queued) >= QUEUE_MAX:
+                self.flush()
+            return self.raw.cursor()
+        self.flush()
         if head.startswith("CREATE"):
             return self.raw.execute(translate_ddl(sql))  # type: ignore[arg-type]
-        if head.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+        if head.startswith(("BEGIN", "COMMIT")):
+            self._writing = head.startswith("BEGIN") and not self.readonly
             return self.raw.execute(self.translate(sql))  # type: ignore[arg-type]
         return self.raw.execute(_translated(self, sql), tuple(params))  # type: ignore[arg-type]
 
+    def flush(self) -> None:
+        """Send the queued writes, in order, in one pipeline; raises the first one's error."""
+        if not self._queued:
+            return
+        queued, self._queued = self._queued, []
+        with self.raw.pipeline():
+            for sql, params in queued:
+                self.raw.execute(sql, params)  # type: ignore[arg-type]
+
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
+        self.flush()
+        rows = [tuple(r) for r in rows]
+        bulk = _VALUES_ONLY.match(sql) if len(rows) >= COPY_MIN_ROWS else None
+        if bulk:
+            self._copy_insert(bulk, rows)
+            return self.raw.cursor()
         cursor = self.raw.cursor()
-        cursor.executemany(_translated(self, sql), [tuple(r) for r in rows])  # type: ignore[arg-type]
+        cursor.executemany(_translated(self, sql), rows)  # type: ignore[arg-type]
         return cursor
 
+    def _copy_insert(self, bulk: re.Match[str], rows: list[tuple[Any, ...]]) -> None:
+        """A batch ``INSERT [OR REPLACE|IGNORE] INTO t [(cols)] VALUES (?, …)`` as COPY: straight
+        into the table, or (an upsert) into a temporary twin, then one INSERT … SELECT … ON CONFLICT."""
+        verb, table, listed = (bulk.group(2) or "").upper(), bulk.group(3), bulk.group(5)
+        all_columns, key = self._columns(table)
+        columns = [c.strip() for c in listed.split(",")] if listed else all_columns
+        if not verb:
+            with self.copy_rows(table, columns) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        twin = f"bulk_{table}"
+        self.raw.execute(f"CREATE TEMP TABLE IF NOT EXISTS {twin} (LIKE {table} INCLUDING DEFAULTS)")  # type: ignore[arg-type]
+        with self.copy_rows(twin, columns) as copy:
+            for row in rows:
+                copy.write_row(row)
+        listed_sql = ", ".join(columns)
+        upsert = self.translate(f"INSERT OR {verb} INTO {table} ({listed_sql}) SELECT {listed_sql} FROM {twin}")
+        self.raw.execute(upsert)  # type: ignore[arg-type]
+        self.raw.execute(f"TRUNCATE {twin}")  # type: ignore[arg-type]
+
     def executescript(self, script: str) -> None:
+        self.flush()
         self.raw.execute(translate_ddl(script))  # type: ignore[arg-type]
 
     @contextmanager
     def copy_rows(self, table: str, columns: Sequence[str]) -> Iterator[Any]:
         """COPY into a table, for bulk writes (``copy.write_row(row)``)."""
+        self.flush()
         with self.raw.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:  # type: ignore[arg-type]
             yield copy
 
