@@ -231,6 +231,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         count = export_records(args.processed_dir, args.format, args.out, since=args.since)
     except (ValueError, RuntimeError) as exc:
         return _usage_error(exc)
+    except OSError as exc:  # an --out the user may not write, a full disk: one line, no traceback
+        return _usage_error(f"cannot write {args.out}: {exc.strerror or exc}")
     if args.out != "-":
         print(f"newsdedup: exported {count} record(s) to {args.out} ({args.format})", file=sys.stderr)
     return 0

@@ -56,7 +56,13 @@ def export_records(processed_dir: str | Path, fmt: str, out: str | Path, since: 
 
 @contextmanager
 def _atomic(out: Path, binary: bool = False) -> Iterator[Path]:
-    out.parent.mkdir(parents=True, exist_ok=True)
+    # A missing directory is the user's typo more often than a wish: say so, create nothing.
+    parent = out.parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise ValueError(f"cannot write {out}: the directory {parent} {what} (create it first)")
+    if out.is_dir():
+        raise ValueError(f"cannot write {out}: it is a directory; give a file name")
     tmp = out.with_name(f"{TMP_PREFIX}{out.name}")
     try:
         yield tmp

@@ -15,6 +15,7 @@ import os
 import signal
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -693,7 +694,8 @@ def write_report_files(conn: Any, processed: Path, summary: RunSummary) -> list[
 
 
 def new_run_id() -> str:
-    return hashlib.sha256(f"{time.time_ns()}".encode()).hexdigest()[:12]
+    """A run's id outside Prefect, a UUID like the flow run ids a flow's runs take."""
+    return str(uuid.uuid4())
 
 
 class IngestRun:

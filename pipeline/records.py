@@ -233,12 +233,24 @@ RECORD_FIELDS = (
 )
 
 
+MIN_RUN_ID_PREFIX = 6  # shorter, and a prefix would match too many runs (or read like a year)
+
+
 def _since_clause(conn: sqlite3.Connection, since: str) -> tuple[str, tuple[Any, ...]]:
-    """``since`` as a WHERE clause on ``articles``: a run id selects what later runs wrote,
-    a timestamp what was stamped (``pipeline.processed_at``) after it."""
+    """``since`` as a WHERE clause on ``articles`` (and ``deletions``): a run id, or an
+    unambiguous prefix of one, selects what later runs wrote, a timestamp what was stamped
+    (``pipeline.processed_at``) after it."""
     row = conn.execute("SELECT MAX(seq) FROM runs WHERE run_id = ?", (since,)).fetchone()
     if row is not None and row[0] is not None:
         return "run_seq > ?", (int(row[0]),)
+    if len(since) >= MIN_RUN_ID_PREFIX:
+        matches = conn.execute("SELECT run_id, MAX(seq) FROM runs WHERE substr(run_id, 1, ?) = ? GROUP BY run_id "
+                               "ORDER BY MAX(seq)", (len(since), since)).fetchall()
+        if len(matches) == 1:
+            return "run_seq > ?", (int(matches[0][1]),)
+        if len(matches) > 1:
+            shown = ", ".join(str(m[0]) for m in matches[:5]) + (", ..." if len(matches) > 5 else "")
+            raise StateError(f"--since {since!r} is the start of {len(matches)} run ids ({shown}); give more of it")
     return "written_at > ?", (_as_utc_text(since),)
 
 
@@ -250,7 +262,8 @@ def _as_utc_text(value: str) -> str:
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise StateError(f"--since {value!r} is neither a run id of this processed dir nor an ISO timestamp") from None
+        raise StateError(f"--since {value!r} is neither a run id of this processed dir (or the start of one) "
+                         "nor an ISO timestamp") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -248,6 +248,26 @@ def test_since_yields_a_tombstone_for_an_item_gone_from_a_changed_file(
     assert {r["id"] for r in read_records(processed, since="run-2")} == {ids[f"Story {i}"] for i in range(3)}
 
 
+def test_run_ids_are_uuids_and_since_takes_an_unambiguous_start_of_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import uuid
+
+    processed = tmp_path / "processed"
+    raw = make_raw(tmp_path, S001)
+    first = run_ingest(raw, processed).run_id
+    assert str(uuid.UUID(first)) == first  # a real-looking run id, as a flow's runs have
+    shutil.copy2(SEEDS / S003, raw / S003)
+    other = first[:9] + ("1" if first[9] == "0" else "0") + "000-4000-8000-000000000000"  # the same first 9 characters
+    run_ingest(raw, processed, run_id=other)
+    assert [r["source"]["path"] for r in read_records(processed, since=first[:10])] == [S003]
+    code, out, _ = cli(capsys, "records", str(processed), "--since", first[:10], "--fields", "id")
+    assert code == 0 and len(out.splitlines()) == 1
+    with pytest.raises(StateError, match="the start of 2 run ids"):
+        list(read_records(processed, since=first[:8]))
+    code, out, err = cli(capsys, "records", str(processed), "--since", first[:8])
+    assert code == 2 and out == "" and first in err and len(err.splitlines()) == 1
+
+
 # --- fields, strip-repeats, the CLI ---------------------------------------------------------
 
 
