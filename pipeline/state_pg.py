@@ -110,6 +110,8 @@ def translate_ddl(script: str) -> str:
     return script
 
 
+# Rows a reader's server-side cursor fetches at a time.
+READ_SLICE_ROWS = 2_000
 # Queued writes are sent once this many wait.
 QUEUE_MAX = 2_000
 # executemany of this many rows or more of a plain VALUES insert goes through COPY.
@@ -128,6 +130,8 @@ class PgConnection:
         self._tables: dict[str, tuple[list[str], list[str]]] = {}
         self._queued: list[tuple[str, tuple[Any, ...]]] = []
         self._writing = False  # inside a write transaction begun through execute("BEGIN…")
+        self._reading = False  # inside a reader's snapshot
+        self._cursors = 0
 
     def close(self) -> None:
         self._queued.clear()  # an open transaction is rolled back by the server anyway
@@ -169,7 +173,7 @@ class PgConnection:
         head = sql.lstrip()[:16].upper()
         if head.startswith("ROLLBACK"):
             self._queued.clear()
-            self._writing = False
+            self._writing = self._reading = False
             return self.raw.execute("ROLLBACK")
         if self._writing and head.startswith(("INSERT", "UPDATE", "DELETE")) and "RETURNING" not in sql.upper():
             # Inside a write transaction a write's result is never read: queued, and sent with the
@@ -183,7 +187,16 @@ class PgConnection:
             return self.raw.execute(translate_ddl(sql))  # type: ignore[arg-type]
         if head.startswith(("BEGIN", "COMMIT")):
             self._writing = head.startswith("BEGIN") and not self.readonly
+            self._reading = head.startswith("BEGIN") and self.readonly
             return self.raw.execute(self.translate(sql))  # type: ignore[arg-type]
+        if self._reading and head.startswith("SELECT"):
+            # A reader's query runs in a server-side cursor, fetched in slices: reading every
+            # record of a large state must not hold them all in memory at once.
+            self._cursors += 1
+            cursor = self.raw.cursor(name=f"newsdedup_read_{self._cursors}")
+            cursor.itersize = READ_SLICE_ROWS
+            cursor.execute(_translated(self, sql), tuple(params))  # type: ignore[arg-type]
+            return cursor  # type: ignore[return-value]
         return self.raw.execute(_translated(self, sql), tuple(params))  # type: ignore[arg-type]
 
     def flush(self) -> None:

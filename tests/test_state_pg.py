@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from pipeline import state_pg
 from pipeline.catalog import read_passages
 from pipeline.check import check_processed
 from pipeline.ingest import CRASH_ENV, IngestSettings, run_ingest
@@ -62,7 +63,9 @@ def _without_run(status: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_seeds_give_the_records_and_readings_of_sqlite(seed_raw: Path, tmp_path: Path, pg_url: str,
-                                                      sqlite_reference: tuple[Any, ...]) -> None:
+                                                      sqlite_reference: tuple[Any, ...],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state_pg, "READ_SLICE_ROWS", 2)  # readers' server-side cursors fetch in several slices
     expected = sqlite_reference
     processed = tmp_path / "pg"
     summary = run_ingest(seed_raw, processed)
@@ -89,6 +92,24 @@ def test_one_file_per_run_in_any_order_equals_one_run(seed_raw: Path, tmp_path: 
 
 
 _RUN_SCRIPT = "import sys; from pipeline.ingest import run_ingest; run_ingest(sys.argv[1], sys.argv[2])"
+
+
+def test_a_reader_keeps_its_snapshot_while_a_run_commits(seed_raw: Path, tmp_path: Path, pg_url: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state_pg, "READ_SLICE_ROWS", 1)  # the rest of the rows are fetched after the commit
+    raw = tmp_path / "raw2"
+    raw.mkdir()
+    for name in ("000", "001", "003"):
+        shutil.copy2(seed_raw / SEED[name], raw / SEED[name])
+    processed = tmp_path / "processed"
+    run_ingest(raw, processed)
+    reader = read_records(processed)
+    first = next(reader)  # the reader's snapshot is taken
+    for name in ("002", "004"):
+        shutil.copy2(seed_raw / SEED[name], raw / SEED[name])
+    assert run_ingest(raw, processed).records_written == 2  # not blocked by the open reader
+    assert len([first, *reader]) == 3  # nor does the reader see the run that committed meanwhile
+    assert len(list(read_records(processed))) == 5
 
 
 # Inside the run's transaction with its parts written, and after its commit before the renames.
