@@ -44,6 +44,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not Path(args.raw_dir).is_dir():
         print(f"newsdedup: raw dir {args.raw_dir} does not exist or is not a directory", file=sys.stderr)
         return 2
+    if args.dask_address:
+        unreachable = _unreachable(args.dask_address)
+        if unreachable:  # before the lock, a repair or Prefect: nothing is written
+            print(f"newsdedup: cannot reach the Dask scheduler at {args.dask_address}: {unreachable}", file=sys.stderr)
+            return 4
     processed = Path(args.processed_dir)
     try:
         # Held to the end, shared with the flow this process starts: a second run started
@@ -74,6 +79,7 @@ def _run_locked(args: argparse.Namespace, processed: Path) -> int:
               "(--force runs one anyway)")
         return 0
     _prefect_env()
+    from flows.cluster import DaskUnavailable
     from flows.ingest import ingest
 
     deferred_before = None
@@ -82,11 +88,15 @@ def _run_locked(args: argparse.Namespace, processed: Path) -> int:
             options: dict[str, Any] = {"max_run_bytes": args.max_run_bytes} if args.max_run_bytes else {}
             if args.state_url:
                 options["state_url"] = args.state_url
-            result = ingest(raw_dir=args.raw_dir, processed_dir=args.processed_dir,
-                            lock_wait_seconds=args.wait, progress_bar=sys.stderr.isatty(), **options)
+            result = ingest(raw_dir=args.raw_dir, processed_dir=args.processed_dir, lock_wait_seconds=args.wait,
+                            progress_bar=sys.stderr.isatty(), dask_workers=args.dask_workers,
+                            dask_address=args.dask_address, **options)
         except ProcessedDirLocked as exc:
             print(f"newsdedup: {exc}", file=sys.stderr)
             return 3
+        except DaskUnavailable as exc:
+            print(f"newsdedup: {exc}", file=sys.stderr)
+            return 4
         except RawDirError as exc:
             print(f"newsdedup: {exc}", file=sys.stderr)
             return 2
@@ -97,6 +107,26 @@ def _run_locked(args: argparse.Namespace, processed: Path) -> int:
             return 0
         deferred_before = deferred
         print(f"\n{deferred} files left: running again\n")
+
+
+def _unreachable(address: str) -> str | None:
+    """Why nothing answers at a scheduler address (a TCP connect, 5 s at most), or None. Only
+    tcp:// (and bare host:port) addresses are tried here; the flow checks every kind itself."""
+    import socket
+
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "tcp", address
+    if scheme != "tcp":
+        return None
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit():
+        return "expected tcp://HOST:PORT"
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+    return None
 
 
 # The whole-file integrity check before a run, up to this size; larger databases get the
@@ -397,12 +427,15 @@ examples:
   newsdedup run
   newsdedup run --raw-dir /data/raw /data/processed
   newsdedup run --raw-dir /data/raw --processed-dir /data/processed --wait 600
+  newsdedup run --dask-workers 4                  prepare on a local Dask cluster of 4 processes
+  newsdedup run --dask-address tcp://scheduler:8786
 
 exit codes:
   0  done (or nothing new)
   1  the flow run failed (processed dir left as it was before the run)
   2  bad arguments, a missing raw dir, or a damaged state database
-  3  another run holds the processed dir (see --wait)""", [writes])
+  3  another run holds the processed dir (see --wait)
+  4  the Dask cluster could not be started or reached (nothing written)""", [writes])
     run.add_argument("--raw-dir", default="raw", metavar="DIR", help="the dir the articles are read from")
     run.add_argument("--max-run-bytes", type=int, default=None, metavar="BYTES",
                      help="raw bytes one run reads at most (default 24 MB); bounds memory on a large backlog")
@@ -412,6 +445,14 @@ exit codes:
                      help="one run only, even if files are left for a next run (see --max-run-bytes)")
     run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                      help="if another run holds the processed dir, wait this long for it instead of exiting")
+    dask = run.add_mutually_exclusive_group()
+    dask.add_argument("--dask-workers", type=_worker_count, default=None, metavar="N",
+                      help="prepare batches on a local Dask cluster of N worker processes started for the run "
+                           "(0: in this process; default: a cluster, one worker per CPU up to 4, only for runs "
+                           "of 16 MB or more)")
+    dask.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
+                      help="prepare batches on the running Dask cluster with this scheduler; its workers must "
+                           "see the raw dir at the same path")
     run.set_defaults(func=cmd_run)
 
     records = command("records", "print every current record as JSON Lines (processed/README.md)", """\
@@ -606,6 +647,7 @@ def _checked(convert: Callable[[str], Any], what: str, ok: Callable[[Any], bool]
 
 _positive_seconds = _checked(float, "a number of seconds", lambda value: value > 0, "must be more than 0 seconds")
 _port = _checked(int, "a port number", lambda value: 1 <= value <= 65535, "a port is 1-65535")
+_worker_count = _checked(int, "a number of workers", lambda value: value >= 0, "must be 0 or more")
 
 
 def _database_error(args: argparse.Namespace, exc: sqlite3.DatabaseError) -> str:

@@ -17,6 +17,13 @@ Failure policy:
   (``database is locked``, disk I/O); the commit is one transaction, so a failed attempt
   leaves nothing behind, and a retry never commits the same run twice.
 - Anything else fails the run: it leaves a "failed" report artifact and processed/ as it was.
+
+Parallel preparation is Dask's, through prefect-dask's ``DaskTaskRunner`` (``dask_workers``:
+a ``distributed.LocalCluster`` for the run; ``dask_address``: a cluster that already runs).
+Only preparation is spread: each worker returns its batch as one pickled bytes value, and
+the commit stays one sequential step in this process. A worker lost mid-batch has its
+batch recomputed by Dask on another worker; a batch that still fails is prepared here, file
+by file, as above. A cluster that cannot be reached fails the run before anything is written.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ if __name__ == "__main__":
 import copy
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +56,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.cluster import auto_workers, close_cluster, open_cluster, prepare_on_cluster
 from pipeline.ingest import (
     LAST_RUN_MD,
     FileOutcome,
@@ -58,6 +67,7 @@ from pipeline.ingest import (
     PreparedBatch,
     RunSummary,
     batches,
+    prepare_packed,
     summary_markdown,
     write_reports,
 )
@@ -94,6 +104,13 @@ def plan_task(run: IngestRun) -> Plan:
 @task(name="prepare-batch", **_TASK_OPTIONS)
 def prepare_task(run: IngestRun, group: list[PlannedFile]) -> PreparedBatch:
     return run.prepare(group)
+
+
+@task(name="prepare-batch", **_TASK_OPTIONS)
+def prepare_on_worker_task(group: list[PlannedFile], settings: IngestSettings) -> bytes:
+    """On a Dask worker: the arguments are small (paths, sizes, settings), and the result one
+    bytes value, which Prefect keeps in memory (persist_result=False) and never walks."""
+    return prepare_packed(group, settings)
 
 
 @task(name="prepare-files-one-by-one", **_TASK_OPTIONS)
@@ -182,9 +199,10 @@ class _Progress:
 
 
 def _prepare_group(run: IngestRun, group: list[PlannedFile], io_retries: int, io_retry_delay: float,
-                   logger: Any, submitted: Any = None) -> list[PreparedBatch]:
+                   logger: Any, prepared: Callable[[], PreparedBatch] | None = None) -> list[PreparedBatch]:
+    """The batch (from ``prepared``, or prepared here), then its failures handled as the module says."""
     try:
-        batch = submitted.result() if submitted is not None else prepare_task(run, group)
+        batch = prepared() if prepared is not None else prepare_task(run, group)
     except Exception as exc:
         logger.warning("prepare: batch of %d files failed (%s: %s); preparing its files one by one",
                        len(group), type(exc).__name__, exc)
@@ -213,18 +231,26 @@ def ingest(
     batch_size: int = 200,
     max_file_bytes: int = DEFAULT_MAX_BYTES,
     max_run_bytes: int = IngestSettings.max_run_bytes,
-    workers: int = 0,
+    dask_workers: int | None = None,
+    dask_address: str | None = None,
     lock_wait_seconds: float = 0.0,
     io_retries: int = 2,
     io_retry_delay_seconds: float = 2.0,
     progress_bar: bool = False,
     state_url: str | None = None,
     html_report: bool = True,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Read new and changed files under raw_dir, tag repeats, write records to processed_dir.
 
     ``state_url``: where the state is kept (``sqlite:///PATH`` or ``postgresql://…``; default:
     ``$NEWSDEDUP_STATE_URL``, else ``processed_dir/state.sqlite``).
+
+    Batches are prepared on a Dask cluster: ``dask_address`` (a running scheduler, e.g.
+    ``tcp://host:8786``; its workers must see raw_dir at the same path), or a LocalCluster of
+    ``dask_workers`` processes started for the run; ``dask_workers=0`` prepares in this
+    process; neither given: a LocalCluster when the run is large enough to repay it.
+    ``workers`` is the deprecated name of ``dask_workers``.
 
     Leaves a markdown report artifact (key ``ingest-report``), a progress artifact, and the
     same report in processed_dir/last_run.md (with the numbers in last_run.json). With
@@ -234,27 +260,46 @@ def ingest(
     logger = get_run_logger()
     if state_url:
         set_state_url(state_url)
+    if workers is not None and dask_workers is None:
+        logger.warning("ingest: parameter workers is deprecated; use dask_workers (newsdedup run --dask-workers)")
+        dask_workers = workers if workers > 1 else 0
     settings = IngestSettings(max_file_bytes=max_file_bytes, batch_size=batch_size, max_run_bytes=max_run_bytes,
-                              workers=workers, lock_wait_seconds=lock_wait_seconds)
+                              lock_wait_seconds=lock_wait_seconds)
     run_id = str(flow_run.id) if flow_run.id else None
+    cluster = None
+    closing = None
     try:
+        # A cluster asked for is reached before the run takes the lock or writes anything.
+        if dask_address or dask_workers:
+            cluster = open_cluster(dask_workers or 0, dask_address, logger.info)
         with IngestRun(Path(raw_dir), Path(processed_dir), settings, run_id) as run:
             plan = plan_task(run)
             logger.info("plan: %d files seen, %d to read, %d unchanged, %d scan problems (%.2f s)",
                         plan.seen, len(plan.to_read), plan.unchanged, len(plan.problems),
                         run.summary.timings.get("plan", 0.0))
             groups = list(batches(plan.to_read, settings.batch_size))
+            if cluster is None and dask_workers is None:
+                chosen = auto_workers(sum(p.entry.size for p in plan.to_read), len(groups))
+                if chosen:
+                    cluster = open_cluster(chosen, None, logger.info)
             progress = _Progress(len(plan.to_read), progress_bar)
-            prepared: list[PreparedBatch] = []
             prepare_started = time.perf_counter()
-            # With worker processes, batches are prepared side by side: each task waits in a
-            # thread of the flow's task runner while a worker process does the work.
-            submitted = [prepare_task.submit(run, group) for group in groups] if run.parallel else [None] * len(groups)
-            for group, future in zip(groups, submitted, strict=True):
-                prepared += _prepare_group(run, group, io_retries, io_retry_delay_seconds, logger, future)
-                progress.advance(len(group))
+            if cluster is None:
+                prepared = []
+                for group in groups:
+                    prepared += _prepare_group(run, group, io_retries, io_retry_delay_seconds, logger)
+                    progress.advance(len(group))
+            else:
+                by_index: dict[int, list[PreparedBatch]] = {}
+                for i, fetch in prepare_on_cluster(cluster, prepare_on_worker_task, groups, settings):
+                    by_index[i] = _prepare_group(run, groups[i], io_retries, io_retry_delay_seconds, logger, fetch)
+                    progress.advance(len(groups[i]))
+                prepared = [batch for i in sorted(by_index) for batch in by_index[i]]
+                # The commit runs here alone: the cluster stops meanwhile (joined before the flow ends).
+                cluster, started = None, cluster
+                closing = close_cluster(started, wait=False)
             progress.finish()
-            # Wall time of the phase: with worker processes, the tasks' own timings overlap and add up.
+            # Wall time of the phase: on a cluster, the tasks' own timings overlap.
             run.summary.timings["prepare"] = round(time.perf_counter() - prepare_started, 3)
             files = [o for b in prepared for o in b.files]
             logger.info("prepare: %d files in %d batch(es), %d articles, %d quarantined (%.2f s)",
@@ -271,6 +316,11 @@ def ingest(
                                  "processed/ was left as it was before this run.\n",
                                  key=REPORT_KEY, description="newsdedup ingest run: failed")
         raise
+    finally:
+        if cluster is not None:
+            close_cluster(cluster)
+        if closing is not None:
+            closing.join()
     create_markdown_artifact(report, key=REPORT_KEY, description=f"newsdedup ingest run #{summary.run_seq}")
     if html_report:
         _html_report(Path(processed_dir), logger)

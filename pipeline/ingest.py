@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
+import pickle
 import signal
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -78,10 +76,6 @@ class IngestSettings:
     # commit, so this bounds its memory on a first load of a large archive: measured about
     # 30 MB per MB of plain text over a base of ~200 MB, so 24 MB keeps a run under 1 GB.
     max_run_bytes: int = 24 * 1024 * 1024
-    # Processes that prepare batches side by side; 0 = one per CPU (up to 4) when the run
-    # holds enough work to repay starting them (parallel_min_bytes of raw files), else none.
-    workers: int = 0
-    parallel_min_bytes: int = 16 * 1024 * 1024
     lock_wait_seconds: float = 0.0
     dedup: DedupSettings = field(default_factory=DedupSettings)
 
@@ -248,9 +242,26 @@ def batches(items: list[PlannedFile], size: int) -> Iterator[list[PlannedFile]]:
 def prepare_batch(files: Iterable[PlannedFile], settings: IngestSettings) -> PreparedBatch:
     """Read, clean, extract metadata and sketch a batch of files (no state is touched)."""
     batch = PreparedBatch([], [], [])
-    for planned in files:
+    for number, planned in enumerate(files):
+        if number == 1:
+            _crash_point("prepare-batch")  # a worker killed mid-batch (tests/test_flow_dask.py)
         _prepare_file(planned, settings, batch)
     _sketch(batch.articles, settings.dedup)
+    return batch
+
+
+def prepare_packed(files: list[PlannedFile], settings: IngestSettings) -> bytes:
+    """``prepare_batch`` as one bytes value, for a batch prepared on another machine: the
+    runners in between (Prefect, Dask) pass it on without walking or copying its articles,
+    paragraphs and arrays one by one."""
+    return pickle.dumps(prepare_batch(files, settings), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack_batch(packed: bytes) -> PreparedBatch:
+    """The batch ``prepare_packed`` made (bytes from our own workers, never from outside)."""
+    batch = pickle.loads(packed)
+    if not isinstance(batch, PreparedBatch):
+        raise TypeError(f"expected a packed PreparedBatch, got {type(batch).__name__}")
     return batch
 
 
@@ -714,7 +725,6 @@ class IngestRun:
         self._lock = writer_lock(self.processed_dir, self.settings.lock_wait_seconds)
         self.store: Store
         self.summary: RunSummary
-        self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> IngestRun:
         self._lock.__enter__()
@@ -732,8 +742,6 @@ class IngestRun:
 
     def __exit__(self, *exc: object) -> None:
         try:
-            if self._pool is not None:
-                self._pool.shutdown(cancel_futures=True)
             self.store.close()
         finally:
             self._lock.__exit__(None, None, None)
@@ -742,58 +750,14 @@ class IngestRun:
         t0 = time.perf_counter()
         plan = plan_run(self.raw_dir, self.store, self.settings.max_run_bytes)
         self.summary.timings["plan"] = round(time.perf_counter() - t0, 3)
-        workers = self.settings.workers or (
-            min(os.cpu_count() or 1, 4)
-            if sum(p.entry.size for p in plan.to_read) >= self.settings.parallel_min_bytes else 1)
-        if workers > 1 and len(plan.to_read) > self.settings.batch_size:
-            # forkserver: workers fork from a clean server process, never from this one with
-            # its threads (Prefect's, SQLite's); the server imports the library once.
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["pipeline.ingest"])
-            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
         return plan
 
-    @property
-    def parallel(self) -> bool:
-        """Whether this run prepares batches in worker processes (decided by ``plan``)."""
-        return self._pool is not None
-
     def prepare(self, group: list[PlannedFile]) -> PreparedBatch:
-        """One batch, in a worker process when the run has them; safe to call from threads."""
+        """One batch, in this process (the flow spreads batches over a Dask cluster instead)."""
         t0 = time.perf_counter()
-        batch = None
-        if self._pool is not None:
-            try:
-                batch = self._pool.submit(prepare_batch, group, self.settings).result()
-            except BrokenProcessPool:
-                self._give_up_pool()
-        if batch is None:
-            batch = prepare_batch(group, self.settings)
+        batch = prepare_batch(group, self.settings)
         self.summary.timings["prepare"] = round(self.summary.timings.get("prepare", 0.0) + time.perf_counter() - t0, 3)
         return batch
-
-    def prepare_all(self, groups: list[list[PlannedFile]]) -> Iterator[PreparedBatch]:
-        """Every batch, in order; side by side in the worker processes when there are some."""
-        if self._pool is None:
-            for group in groups:
-                yield self.prepare(group)
-            return
-        t0 = time.perf_counter()
-        futures = [self._pool.submit(prepare_batch, group, self.settings) for group in groups]
-        for group, future in zip(groups, futures, strict=True):
-            try:
-                yield future.result()
-            except BrokenProcessPool:
-                self._give_up_pool()
-                yield prepare_batch(group, self.settings)
-        self.summary.timings["prepare"] = round(time.perf_counter() - t0, 3)
-
-    def _give_up_pool(self) -> None:
-        """Worker processes could not run (e.g. a __main__ they cannot re-import): carry on
-        in this process; the result is the same, only slower."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
 
     def commit(self, plan: Plan, prepared: list[PreparedBatch]) -> RunSummary:
         return commit(self.store, prepared, plan, self.summary)
@@ -811,8 +775,8 @@ def run_ingest(
         plan = run.plan()
         groups = list(batches(plan.to_read, run.settings.batch_size))
         prepared = []
-        for number, batch in enumerate(run.prepare_all(groups), 1):
-            prepared.append(batch)
+        for number, group in enumerate(groups, 1):
+            prepared.append(run.prepare(group))
             if on_batch:
                 on_batch(number, len(groups))
         return run.commit(plan, prepared)
@@ -848,4 +812,4 @@ def summary_markdown(summary: RunSummary) -> str:
 
 
 __all__ = ["IngestRun", "IngestSettings", "Plan", "PreparedBatch", "RunSummary", "StateError", "batches", "commit",
-           "plan_run", "prepare_batch", "run_ingest", "summary_markdown"]
+           "plan_run", "prepare_batch", "prepare_packed", "run_ingest", "unpack_batch", "summary_markdown"]

@@ -222,5 +222,7 @@ def test_check_parameters_types_known_names_and_refuses_the_rest() -> None:
         "batch_size": 50, "raw_dir": "123", "lock_wait_seconds": 1.5, "progress_bar": True}
     with pytest.raises(ServeError, match="the ingest flow has no parameter 'treshold'; it takes raw_dir, "):
         check_parameters(ingest, {"treshold": "0.5"})
-    with pytest.raises(ServeError, match="parameter workers='two' is not a valid int"):
-        check_parameters(ingest, {"workers": "two"})
+    with pytest.raises(ServeError, match="parameter batch_size='two' is not a valid int"):
+        check_parameters(ingest, {"batch_size": "two"})
+    assert check_parameters(ingest, {"dask_workers": "4", "dask_address": "tcp://10.0.0.5:8786"}) == {
+        "dask_workers": 4, "dask_address": "tcp://10.0.0.5:8786"}

@@ -122,24 +122,3 @@ def test_transient_read_errors_are_retried_then_reported(seed_raw: Path, tmp_pat
     assert result["quarantined"][0]["reason"] == "unreadable: Input/output error"
     assert result["files_new"] == len(names)
     assert result["records_written"] >= len(names) - 1
-
-
-def test_worker_processes_under_the_real_flow(seed_raw: Path, tmp_path: Path) -> None:
-    """Batches prepared side by side in worker processes give what one process gives."""
-    for i in range(8):
-        (seed_raw / f"extra-{i}.json").write_text(json.dumps({
-            "text": f"News item {i} with its own words, number {i} of eight.\n\n"
-                    "The 1994 ceasefire agreement was followed by peace negotiations. Armenia has not yet "
-                    "implemented four UN Security Council resolutions.", "published": f"2020-11-0{i + 1}"}))
-    _, parallel = _run(seed_raw, tmp_path / "parallel", batch_size=2, workers=2)
-    _, serial = _run(seed_raw, tmp_path / "serial", batch_size=2, workers=1)
-    assert parallel["records_written"] == serial["records_written"] == 13
-    assert parallel["repeats_flagged"] == serial["repeats_flagged"]
-
-    from pipeline.records import read_records
-
-    def stable(processed: Path) -> list[dict[str, Any]]:
-        return sorted(({k: v for k, v in r.items() if k != "pipeline"} for r in read_records(processed)),
-                      key=lambda r: r["id"])
-
-    assert stable(tmp_path / "parallel") == stable(tmp_path / "serial")

@@ -408,19 +408,6 @@ def test_hostile_json_is_quarantined_or_repaired_never_fatal(tmp_path: Path) -> 
     assert "\ufffd" in records["surrogate.json"]["text"] and records["surrogate.json"]["extra"] == {"x": None}
 
 
-def test_worker_processes_give_the_same_records(seed_raw: Path, tmp_path: Path) -> None:
-    for i in range(12):  # enough batches (batch_size 2) for the pool to be used
-        _write_json(seed_raw, f"extra-{i:02d}.json",
-                    [f"Article {i} opens with its own news, told in words of its own number {i}.",
-                     "The conflict between the two South Caucasus countries began in 1988 when Armenia made "
-                     "territorial claims against Azerbaijan."], f"2020-11-{i + 1:02d}")
-    serial = run_ingest(seed_raw, tmp_path / "serial", IngestSettings(batch_size=2, workers=1))
-    parallel = run_ingest(seed_raw, tmp_path / "parallel", IngestSettings(batch_size=2, workers=2))
-    assert parallel.records_written == serial.records_written == 17
-    assert parallel.repeats_flagged == serial.repeats_flagged
-    assert stable(list(read_records(tmp_path / "parallel"))) == stable(list(read_records(tmp_path / "serial")))
-
-
 def test_replacing_a_file_keeps_the_index_keys_an_earlier_article_holds(tmp_path: Path) -> None:
     """A superseded article's sentence that an earlier article also has stays findable."""
     shared = "The regional council approved the new water treatment plant after three years of heated public debate."

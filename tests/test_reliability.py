@@ -340,7 +340,7 @@ def test_a_lock_file_replaced_by_a_directory_or_a_symlink_is_refused(
 def test_a_second_run_started_during_a_run_exits_3_with_one_line_and_none_outlives_the_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`newsdedup run` holds the lock from its first check to the end of its flow; the flow is
-    replaced here by the library run (same lock, worker processes) so that no Prefect starts."""
+    replaced here by the library run (same lock) so that no Prefect starts."""
     import multiprocessing
 
     from flows import cli
@@ -354,7 +354,7 @@ def test_a_second_run_started_during_a_run_exits_3_with_one_line_and_none_outliv
         # Started while the first run is between its check and its flow's lock (Prefect's start):
         # it must be refused at once, not pass the check and die in its own flow.
         second.append(newsdedup("run", "--raw-dir", raw_dir, "--processed-dir", processed_dir, tmp_path=tmp_path))
-        settings = IngestSettings(workers=2, batch_size=1)
+        settings = IngestSettings(batch_size=1)
         return run_ingest(Path(raw_dir), Path(processed_dir), settings).as_dict()
 
     monkeypatch.setitem(sys.modules, "flows.ingest", types.SimpleNamespace(ingest=fake_ingest))
@@ -365,7 +365,7 @@ def test_a_second_run_started_during_a_run_exits_3_with_one_line_and_none_outliv
     assert second[0].returncode == 3
     assert "another newsdedup run is writing" in one_line_error(second[0])
     assert len(list(read_records(processed))) == len(SEED_FILES)
-    # The worker processes, the forkserver and the resource tracker are gone with the run.
+    # No child process, forkserver or resource tracker outlives the run.
     assert multiprocessing.active_children() == []
     from multiprocessing import forkserver, resource_tracker
     assert forkserver._forkserver._forkserver_pid is None  # type: ignore[attr-defined]

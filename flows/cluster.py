@@ -1,0 +1,121 @@
+"""Preparation on a Dask cluster, through prefect-dask's ``DaskTaskRunner``.
+
+``open_cluster`` starts a ``distributed.LocalCluster`` for the run (worker processes on
+127.0.0.1) or connects to a running scheduler, and fails at once, in one line, when it cannot;
+``prepare_on_cluster`` submits one Prefect task per batch and hands batches back as they
+finish. Dask itself reruns a task whose worker died (``distributed.scheduler.allowed-failures``
+times), so a killed worker costs time, never records.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prefect import Task
+from prefect.context import FlowRunContext
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from pipeline.ingest import IngestSettings, PlannedFile, PreparedBatch, unpack_batch
+
+CONNECT_TIMEOUT_SECONDS = 10  # to reach a scheduler given by address
+WORKERS_TIMEOUT_SECONDS = 30  # for a scheduler to have at least one worker
+# No flag: a LocalCluster only when the run is large enough to repay starting its worker
+# processes (each imports the library: about 4 s on 2 cores; see README, "Running on a Dask
+# cluster"), one worker per CPU up to AUTO_MAX_WORKERS; below that, this process prepares.
+AUTO_MIN_BYTES = 16 * 1024 * 1024
+AUTO_MAX_WORKERS = 4
+
+
+class DaskUnavailable(RuntimeError):
+    """The cluster asked for cannot be started or reached; nothing was written."""
+
+
+def auto_workers(run_bytes: int, batch_count: int, cpus: int | None = None) -> int:
+    """Worker processes for a run given no --dask-workers/--dask-address: 0 = this process."""
+    cpus = cpus if cpus is not None else len(os.sched_getaffinity(0))
+    if cpus < 2 or batch_count < 2 or run_bytes < AUTO_MIN_BYTES:
+        return 0
+    return min(cpus, AUTO_MAX_WORKERS, batch_count)
+
+
+def open_cluster(workers: int, address: str | None, log: Callable[[str], None]) -> Any:
+    """A started ``DaskTaskRunner`` connected to its scheduler (the caller exits it).
+
+    ``address``: the running scheduler there; else a LocalCluster of ``workers`` processes,
+    one thread each (preparing is CPU-bound Python), on the loopback interface only.
+    """
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        runner = DaskTaskRunner(address=address, client_kwargs={"timeout": f"{CONNECT_TIMEOUT_SECONDS}s"})
+        where = f"the Dask scheduler at {address}"
+    else:
+        # preload: each worker imports the library as it starts, while this process plans.
+        runner = DaskTaskRunner(cluster_kwargs={
+            "n_workers": workers, "threads_per_worker": 1, "processes": True, "preload": ["flows.ingest"],
+            "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"})
+        where = f"a local Dask cluster of {workers} worker processes"
+    runner.__enter__()
+    try:
+        client = runner.client  # connects (or starts the cluster) now, not at the first batch
+        client.wait_for_workers(1, timeout=WORKERS_TIMEOUT_SECONDS)
+    except BaseException as exc:
+        runner.__exit__(None, None, None)
+        if isinstance(exc, Exception):
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DaskUnavailable(f"cannot use {where}: {reason}") from None
+        raise
+    info = client.scheduler_info()
+    dashboard = client.dashboard_link or "none (install bokeh for it)"
+    log(f"dask: {where} ({info.get('address', '?')}), {len(info.get('workers', {}))} worker(s); "
+        f"dashboard {dashboard}")
+    return runner
+
+
+def close_cluster(runner: Any, wait: bool = True) -> threading.Thread | None:
+    """Disconnects; stops the LocalCluster the runner started (a cluster given by address stays
+    up). ``wait=False``: in a thread, returned for joining later: worker processes take a few
+    seconds to stop (Prefect's threads in them), time the commit need not wait for."""
+    if wait:
+        runner.__exit__(None, None, None)
+        return None
+    closing = threading.Thread(target=runner.__exit__, args=(None, None, None), name="dask-close", daemon=True)
+    closing.start()
+    return closing
+
+
+def _worker_settings() -> dict[Any, Any]:
+    """Prefect settings for the workers' task runs: the API this flow talks to. In embedded
+    mode that is this process's temporary server, which a worker would otherwise not know
+    (and start one of its own); it listens on 127.0.0.1, so workers on other machines need a
+    Prefect server they can reach (PREFECT_API_URL)."""
+    if PREFECT_API_URL.value():
+        return {}
+    context = FlowRunContext.get()
+    url = getattr(getattr(context, "client", None), "api_url", None)
+    return {PREFECT_API_URL: str(url)} if url else {}
+
+
+def prepare_on_cluster(runner: Any, task: Task[..., bytes], groups: list[list[PlannedFile]],
+                       settings: IngestSettings) -> Iterator[tuple[int, Callable[[], PreparedBatch]]]:
+    """(batch index, a call returning the batch or raising its failure), in the order batches
+    finish. A fetched batch is released on the cluster at once, so the workers hold only
+    unfetched ones and this process only what the run has prepared so far."""
+    import distributed
+
+    with temporary_settings(_worker_settings()):
+        futures = [runner.submit(task, {"group": group, "settings": settings}) for group in groups]
+    index = {future.wrapped_future.key: i for i, future in enumerate(futures)}
+    for done in distributed.as_completed([f.wrapped_future for f in futures], loop=runner.client.loop):
+        i = index[done.key]
+        future = futures[i]
+        futures[i] = None  # type: ignore[call-overload]  # released: its bytes leave the worker
+
+        def fetch(future: Any = future) -> PreparedBatch:
+            return unpack_batch(future.result())
+
+        yield i, fetch
+        del done, future
