@@ -9,7 +9,10 @@ process as a user would start it:
   ``--skip-update`` leaves it out);
 - (c) ``newsdedup run --raw-dir RAW --processed-dir FRESH`` (as many runs as the backlog takes) with a fresh
   ``PREFECT_HOME`` (embedded Prefect server, as a first-time user gets it; with
-  ``--warm-prefect-home`` one home migrated beforehand, as on a user's later runs).
+  ``--warm-prefect-home`` one home migrated beforehand, as on a user's later runs);
+- (dN) the same with ``--dask-workers N``: a Dask LocalCluster of N worker processes prepares
+  the batches (``--dask-workers 2`` by default; ``--dask-workers 1,2,4`` for a scaling table,
+  ``--dask-workers 0`` adds in-process preparation forced, whatever the default chooses).
 
 For each: wall seconds; CPU seconds (user + sys of this process's children, so every worker
 is counted: this process makes itself the child subreaper, orphaned grandchildren such as
@@ -274,6 +277,16 @@ LABELS = {
 }
 
 
+def label(name: str) -> str:
+    if name.startswith("d"):
+        return f"`newsdedup run --dask-workers {name[1:]}`"
+    return LABELS[name]
+
+
+def is_newsdedup(name: str) -> bool:
+    return name == "c" or name.startswith("d")
+
+
 def report(results: list[Measured], paragraphs: int, size: int) -> None:
     print()
     print("| pipeline | round | wall | CPU | paragraphs/s | MB/s | peak RSS, largest process | "
@@ -281,27 +294,32 @@ def report(results: list[Measured], paragraphs: int, size: int) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for m in results:
         repeats = m.output.get("repeats", "?")
-        if m.name == "c":
+        if is_newsdedup(m.name):
             repeats = f"{m.output.get('repeats_flagged', '?')} (+{m.output.get('spans_flagged', '?')} spans)"
         failed = "" if m.returncode == 0 else f" **exit {m.returncode}**"
-        print(f"| {LABELS[m.name]}{failed} | {m.round} | {m.wall:.1f} s | {m.cpu:.1f} s | "
+        print(f"| {label(m.name)}{failed} | {m.round} | {m.wall:.1f} s | {m.cpu:.1f} s | "
               f"{paragraphs / m.wall:,.0f} | {size / 1e6 / m.wall:.2f} | {fmt_bytes(m.max_rss)} | "
               f"{fmt_bytes(m.tree_rss)} | {m.processes} | {repeats} | {m.load:.1f} |")
-    walls = {n: [m.wall for m in results if m.name == n] for n in "abc"}
+    names = list(dict.fromkeys(m.name for m in results))
+    walls = {n: [m.wall for m in results if m.name == n] for n in names}
     med = {n: statistics.median(w) for n, w in walls.items() if w}
     print()
     rounds = max(m.round for m in results)
-    label = "median wall of" if rounds > 1 else "wall of"
-    for base in ("a", "b"):
-        if base in med and "c" in med:
-            print(f"c/{base} in paragraphs/s ({label} {rounds} round(s)): {med[base] / med['c']:.2f}x "
-                  f"(newsdedup {paragraphs / med['c']:,.0f}/s, {base} {paragraphs / med[base]:,.0f}/s)")
+    how = "median wall of" if rounds > 1 else "wall of"
+    for ours in (n for n in names if is_newsdedup(n)):
+        for base in ("a", "b"):
+            if base in med:
+                print(f"{ours}/{base} in paragraphs/s ({how} {rounds} round(s)): {med[base] / med[ours]:.2f}x "
+                      f"(newsdedup {paragraphs / med[ours]:,.0f}/s, {base} {paragraphs / med[base]:,.0f}/s)")
     for m in results:
-        if m.name != "c" or not m.timings:
+        if not is_newsdedup(m.name) or not m.timings:
             continue
         stages = ", ".join(f"{k} {v:.1f} s" for k, v in m.timings.items())
-        print(f"newsdedup round {m.round} stage timings (summed over its runs): {stages} "
-              "(with worker processes, prepare is the sum of its concurrent tasks' times, not wall time)")
+        prepare = m.timings.get("prepare", 0.0)
+        rate = f", prepare {paragraphs / prepare:,.0f} paragraphs/s" if prepare else ""
+        commit = m.timings.get("commit", 0.0) + m.timings.get("decide", 0.0)
+        rate += f", decide + commit {paragraphs / commit:,.0f} paragraphs/s" if commit else ""
+        print(f"newsdedup ({m.name}) round {m.round} stage timings (wall, summed over its runs): {stages}{rate}")
         at = {key: next((t for t, what in m.events if key in what), None)
               for key in ("Beginning flow run", "plan:", "prepare:", "commit:")}
         if None not in at.values():
@@ -329,6 +347,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--skip-update", action="store_true", help="leave out (b), the slow update() script")
+    parser.add_argument("--skip-datasketch", action="store_true", help="leave out (a) and (b)")
+    parser.add_argument("--dask-workers", default="2", metavar="N[,N...]",
+                        help="a (dN) row per worker count: newsdedup run --dask-workers N ('' for none)")
     parser.add_argument("--warm-prefect-home", action="store_true",
                         help="one PREFECT_HOME for every (c) run, migrated by an untimed run first: a user's second "
                              "run, without the first start's database migrations (default: a fresh one per run)")
@@ -351,7 +372,8 @@ def main() -> None:
         bin_dir = Path(sys.executable).parent
         newsdedup = bin_dir / "newsdedup" if (bin_dir / "newsdedup").exists() else ROOT / ".venv/bin/newsdedup"
         base_env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # embedded server, as a user
-        names = ["a"] + ([] if args.skip_update else ["b"]) + ["c"]
+        names = ([] if args.skip_datasketch else ["a"] + ([] if args.skip_update else ["b"])) + ["c"]
+        names += [f"d{int(n)}" for n in args.dask_workers.split(",") if n.strip()]
         warm_home = None
         if args.warm_prefect_home:
             warm_home = work / "prefect-home"
@@ -366,7 +388,7 @@ def main() -> None:
         for round_no in range(1, args.rounds + 1):
             for name in names:
                 log = logs / f"{name}-round{round_no}.log"
-                if name == "c":
+                if is_newsdedup(name):
                     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))
                     processed = run_dir / "processed"
                     home = warm_home or run_dir / "prefect-home"
@@ -374,6 +396,8 @@ def main() -> None:
                     # No --once: as a user's first load, runs follow one another until the backlog is
                     # read (each run reads at most max_run_bytes, which bounds its memory).
                     cmd = [str(newsdedup), "run", "--raw-dir", str(raw), "--processed-dir", str(processed)]
+                    if name.startswith("d"):
+                        cmd += ["--dask-workers", name[1:]]
                 else:
                     run_dir, env = None, base_env
                     script = "datasketch_bulk.py" if name == "a" else "datasketch_update.py"
