@@ -448,8 +448,7 @@ exit codes:
     dask = run.add_mutually_exclusive_group()
     dask.add_argument("--dask-workers", type=_worker_count, default=None, metavar="N",
                       help="prepare batches on a local Dask cluster of N worker processes started for the run "
-                           "(0: in this process; default: a cluster, one worker per CPU up to 4, only for runs "
-                           "of 16 MB or more)")
+                           "(default, or 0: in the run's own process)")
     dask.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
                       help="prepare batches on the running Dask cluster with this scheduler; its workers must "
                            "see the raw dir at the same path")

@@ -9,7 +9,6 @@ times), so a killed worker costs time, never records.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,23 +21,8 @@ from pipeline.ingest import IngestSettings, PlannedFile, PreparedBatch, unpack_b
 
 CONNECT_TIMEOUT_SECONDS = 10  # to reach a scheduler given by address
 WORKERS_TIMEOUT_SECONDS = 30  # for a scheduler to have at least one worker
-# No flag: a LocalCluster only when the run is large enough to repay starting its worker
-# processes (each imports the library: about 4 s on 2 cores; see README, "Running on a Dask
-# cluster"), one worker per CPU up to AUTO_MAX_WORKERS; below that, this process prepares.
-AUTO_MIN_BYTES = 16 * 1024 * 1024
-AUTO_MAX_WORKERS = 4
-
-
 class DaskUnavailable(RuntimeError):
     """The cluster asked for cannot be started or reached; nothing was written."""
-
-
-def auto_workers(run_bytes: int, batch_count: int, cpus: int | None = None) -> int:
-    """Worker processes for a run given no --dask-workers/--dask-address: 0 = this process."""
-    cpus = cpus if cpus is not None else len(os.sched_getaffinity(0))
-    if cpus < 2 or batch_count < 2 or run_bytes < AUTO_MIN_BYTES:
-        return 0
-    return min(cpus, AUTO_MAX_WORKERS, batch_count)
 
 
 def open_cluster(workers: int, address: str | None, log: Callable[[str], None]) -> Any:

@@ -56,7 +56,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.cluster import auto_workers, close_cluster, open_cluster, prepare_on_cluster
+from flows.cluster import close_cluster, open_cluster, prepare_on_cluster
 from pipeline.ingest import (
     LAST_RUN_MD,
     FileOutcome,
@@ -248,8 +248,8 @@ def ingest(
 
     Batches are prepared on a Dask cluster: ``dask_address`` (a running scheduler, e.g.
     ``tcp://host:8786``; its workers must see raw_dir at the same path), or a LocalCluster of
-    ``dask_workers`` processes started for the run; ``dask_workers=0`` prepares in this
-    process; neither given: a LocalCluster when the run is large enough to repay it.
+    ``dask_workers`` processes started for the run; neither (or ``dask_workers=0``): in this
+    process, measured the fastest on one 2-core machine (README, "Running on a Dask cluster").
     ``workers`` is the deprecated name of ``dask_workers``.
 
     Leaves a markdown report artifact (key ``ingest-report``), a progress artifact, and the
@@ -269,7 +269,7 @@ def ingest(
     cluster = None
     closing = None
     try:
-        # A cluster asked for is reached before the run takes the lock or writes anything.
+        # The cluster is reached before the run takes the lock or writes anything.
         if dask_address or dask_workers:
             cluster = open_cluster(dask_workers or 0, dask_address, logger.info)
         with IngestRun(Path(raw_dir), Path(processed_dir), settings, run_id) as run:
@@ -278,10 +278,6 @@ def ingest(
                         plan.seen, len(plan.to_read), plan.unchanged, len(plan.problems),
                         run.summary.timings.get("plan", 0.0))
             groups = list(batches(plan.to_read, settings.batch_size))
-            if cluster is None and dask_workers is None:
-                chosen = auto_workers(sum(p.entry.size for p in plan.to_read), len(groups))
-                if chosen:
-                    cluster = open_cluster(chosen, None, logger.info)
             progress = _Progress(len(plan.to_read), progress_bar)
             prepare_started = time.perf_counter()
             if cluster is None:
