@@ -536,6 +536,7 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
         units.delete_records([i.article.record_id for i in tail])
         written = _write_decisions(conn, units, items, decided.articles, run, summary, touched_parts)
         units.set_holders(decided.holder_keys, decided.holder_uids, decided.dropped_keys)
+        store.bloom = units.bloom  # set_holders may have replaced it with a larger one
         store.save_bloom(store.bloom, run.run_seq)
         summary.replayed_articles = len(tail)
         _write_parts(conn, store.processed_dir, run, written, touched_parts)

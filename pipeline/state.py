@@ -264,6 +264,7 @@ class SqliteUnits:
 
     chunk = 500  # bound parameters per IN (...) query
     write_slice = 200_000  # rows per executemany of a large write
+    FIRST_LOAD_GROWTH = 4  # a first load's filter holds this many times its keys before a rebuild
 
     def __init__(self, conn: sqlite3.Connection, settings: DedupSettings, bloom: BloomFilter | None = None) -> None:
         self.conn = conn
@@ -367,6 +368,11 @@ class SqliteUnits:
             if table == "keys_recent":
                 recent += int(keys.size)
             if self.bloom is not None:
+                if not self.bloom.keys and BloomFilter.for_keys(self.FIRST_LOAD_GROWTH * int(keys.size)).bits \
+                        > self.bloom.bits:
+                    # A first load, likely the first of a backlog's runs: a filter sized for a few such
+                    # runs now spares the rebuild (reading every stored key back) a crowded one needs.
+                    self.bloom = BloomFilter.for_keys(self.FIRST_LOAD_GROWTH * int(keys.size), self.bloom.generation)
                 self.bloom.add(keys)
         if recent > RECENT_KEYS_MAX_ROWS:
             # One pass in key order over the big table, every few runs, instead of

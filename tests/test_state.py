@@ -73,6 +73,34 @@ def test_holders_from_recent_and_merged_keys(tmp_path: Path, monkeypatch: pytest
         store.close()
 
 
+def test_a_first_load_goes_straight_to_the_big_table_with_a_filter_sized_for_more(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state, "RECENT_KEYS_MAX_ROWS", 5)
+    empty = BloomFilter.for_keys(0)
+    store, units = _units(tmp_path, empty)
+    perms = store.settings.num_perm
+    # Enough keys that the empty filter would be crowded by them: it is replaced, not overfilled.
+    first_load = np.arange(1, 200_001, dtype=np.int64) * 7919
+    try:
+        store.conn.execute("BEGIN")
+        store.conn.execute("INSERT INTO articles VALUES ('r1', 'a.txt', -1, 'sha', '2020-01-01', 'p', 1, 't', '{}')")
+        units.insert_units([_unit_row(1, "r1", 0, 1, np.array([5], np.uint32), perms)])
+        units.set_holders(first_load, np.ones(first_load.size, np.int64), np.empty(0, np.int64))
+        assert store.conn.execute("SELECT COUNT(*) FROM keys").fetchone()[0] == first_load.size
+        assert store.conn.execute("SELECT COUNT(*) FROM keys_recent").fetchone()[0] == 0
+        assert units.merged_rows == 0  # written once, not through keys_recent and merged again
+        assert units.bloom is not None and units.bloom is not empty and units.bloom.bits > empty.bits
+        assert units.bloom.might_contain(first_load).all()
+        # Room for more runs like it before the next run would have to rebuild it.
+        units.bloom.keys += 2 * first_load.size
+        assert not units.bloom.crowded()
+        keys, uids, _ = units.holders(first_load[[0, -1]])
+        assert keys.tolist() == sorted(first_load[[0, -1]].tolist()) and uids.tolist() == [1, 1]
+        store.conn.execute("ROLLBACK")
+    finally:
+        store.close()
+
+
 def test_stored_units_come_with_their_place_and_root(tmp_path: Path) -> None:
     store, units = _units(tmp_path, None)
     perms = store.settings.num_perm
