@@ -9,6 +9,7 @@ times), so a killed worker costs time, never records.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -33,6 +34,10 @@ def open_cluster(workers: int, address: str | None, log: Callable[[str], None]) 
     """
     from prefect_dask import DaskTaskRunner
 
+    # The scheduler's and workers' INFO lines (every connection, every close) are noise in a
+    # run's output; warnings and errors still show.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+
     if address:
         runner = DaskTaskRunner(address=address, client_kwargs={"timeout": f"{CONNECT_TIMEOUT_SECONDS}s"})
         where = f"the Dask scheduler at {address}"
@@ -54,8 +59,8 @@ def open_cluster(workers: int, address: str | None, log: Callable[[str], None]) 
         raise
     info = client.scheduler_info()
     dashboard = client.dashboard_link or "none (install bokeh for it)"
-    log(f"dask: {where} ({info.get('address', '?')}), {len(info.get('workers', {}))} worker(s); "
-        f"dashboard {dashboard}")
+    scheduler = "" if address else f" ({info.get('address', '?')})"
+    log(f"dask: {where}{scheduler}, {len(info.get('workers', {}))} worker(s); dashboard {dashboard}")
     return runner
 
 

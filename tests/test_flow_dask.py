@@ -150,8 +150,8 @@ def test_worker_killed_mid_batch_on_an_external_cluster_changes_no_record(
 
     said: list[str] = []
     close_cluster(open_cluster(0, external_cluster["address"], said.append))
-    assert said == [f"dask: the Dask scheduler at {external_cluster['address']} ({external_cluster['address']}), "
-                    f"1 worker(s); dashboard http://127.0.0.1:{external_cluster['dashboard']}/status"]
+    assert said == [f"dask: the Dask scheduler at {external_cluster['address']}, 1 worker(s); "
+                    f"dashboard http://127.0.0.1:{external_cluster['dashboard']}/status"]
 
 
 def test_unreachable_cluster_fails_the_run_before_anything_is_written(
