@@ -1,8 +1,10 @@
 """Near-duplicate detection primitives: word shingles, batch MinHash, LSH band keys, exact Jaccard.
 
 The settings below were chosen on the sample corpus (see ``DedupSettings``) and are the
-defaults for every run; they are stored with the index so that a later run with other
-settings refuses to mix incompatible signatures.
+defaults (``pipeline.settings`` reads other values from newsdedup.toml, NEWSDEDUP_* variables
+and flags). They are stored with the index: a run with other decision settings re-decides
+the stored articles; one with other ``SIGNATURE_FIELDS`` is refused until ``newsdedup
+reindex`` has rebuilt the sketches.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ _TOKEN_RE = re.compile(r"\w+", re.UNICODE)
 _FMIX_M1 = np.uint32(0x85EBCA6B)
 _FMIX_M2 = np.uint32(0xC2B2AE35)
 _U64_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+# Settings that change the stored units and sketches (segmentation, shingles, signatures,
+# LSH keys): a processed dir built with other values must be rebuilt (``newsdedup reindex``).
+# The others change only decisions, which a run can redo from the stored sketches.
+SIGNATURE_FIELDS = ("shingle_size", "num_perm", "bands", "rows", "seed", "min_words")
 
 
 @dataclass(frozen=True)

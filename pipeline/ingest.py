@@ -51,6 +51,7 @@ from pipeline.state import (
     connect,
     shingles_from_blob,
     signature_from_blob,
+    state_exists,
     utc_now,
     writer_lock,
 )
@@ -426,9 +427,12 @@ def _superseded(conn: Any, outcomes: list[FileOutcome]) -> list[Any]:
     return rows
 
 
-def _tail(conn: Any, articles: list[PreparedArticle], removed: list[Any]) -> list[Any]:
-    """Stored articles published at or after the run's earliest change: decided again."""
+def _tail(conn: Any, articles: list[PreparedArticle], removed: list[Any], everything: bool = False) -> list[Any]:
+    """Stored articles published at or after the run's earliest change: decided again
+    (``everything``: all of them, when the decision settings changed)."""
     orders = [a.order for a in articles] + [(r["sort_key"], r["path"], r["item"]) for r in removed]
+    if everything:
+        orders.append(("", "", -1))  # before every stored article
     if not orders:
         return []
     removed_ids = {r["record_id"] for r in removed}
@@ -520,7 +524,7 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
             store.bloom = store.open_bloom()
         units = SqliteUnits(conn, settings, store.bloom)
         removed = _superseded(conn, outcomes)
-        tail = [_stored_item(units, row) for row in _tail(conn, articles, removed)]
+        tail = [_stored_item(units, row) for row in _tail(conn, articles, removed, store.redecide_all)]
         removed_keys = _removed_keys(units, removed)
         next_uid = units.next_uid()  # taken before deleting: a uid is never reused
         touched_parts = {row["part"] for row in removed}
@@ -547,6 +551,7 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
         gone = [row[0] for row in conn.execute("SELECT DISTINCT path FROM quarantine") if row[0] not in plan.present]
         conn.executemany("DELETE FROM quarantine WHERE path = ?", [(p,) for p in gone])
         conn.executemany("DELETE FROM files WHERE path = ? AND status = 'quarantined'", [(p,) for p in gone])
+        store.save_meta()  # the settings (and raw dir) every record is now decided with
         summary.files_seen = plan.seen
         summary.files_deferred = plan.deferred
         summary.files_unchanged += plan.unchanged
@@ -557,6 +562,7 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
         _crash_point("parts-written")
 
     # After the commit: move parts into place (repeated by the next run if we die here).
+    store.redecide_all = False
     _crash_point("committed")
     store.install_bloom()
     with store.transaction():
@@ -565,6 +571,72 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
     _crash_point("parts-renamed")
     write_reports(store, summary)
     return summary
+
+
+def reindex(processed_dir: Path, dedup: DedupSettings, lock_wait_seconds: float = 0.0,
+            run_id: str | None = None) -> RunSummary:
+    """Sketch every stored article again from its stored (cleaned) text with ``dedup``, and
+    decide them all again: ids are kept, raw files are not read. Like a run: under the writer
+    lock, one transaction, then the parts protocol (a kill leaves the old state or the new one)."""
+    processed_dir = Path(processed_dir)
+    if not state_exists(processed_dir):
+        raise StateError(f"no newsdedup state in {processed_dir}: nothing to reindex (`newsdedup run` builds it)")
+    with writer_lock(processed_dir, lock_wait_seconds):
+        store = Store(processed_dir, dedup, rebuild=True)
+        try:
+            quick_repair(store.conn, processed_dir)  # as a run starts: parts of a run killed after its commit
+            summary = RunSummary(run_id or new_run_id(), store.next_run_seq(), utc_now(), outcome="reindexed")
+            _reindex_commit(store, summary)
+        finally:
+            store.close()
+    return summary
+
+
+def _reindex_commit(store: Store, summary: RunSummary, chunk: int = 500) -> None:
+    started = time.perf_counter()
+    settings = store.settings
+    conn = store.conn
+    run = RunContext(summary.run_id, summary.run_seq, utc_now())
+    _crash_point("before-commit")
+    with store.transaction():
+        rows = conn.execute("SELECT * FROM articles ORDER BY sort_key, path, item").fetchall()
+        units = SqliteUnits(conn, settings)
+        next_uid = units.next_uid()  # taken before deleting: a uid is never reused
+        sketcher = UnitSketcher(settings)
+        items: list[_Item] = []
+        for start in range(0, len(rows), chunk):  # bounds the sketcher's temporaries
+            part = rows[start : start + chunk]
+            records = [json.loads(row["record"]) for row in part]
+            paragraphs = [[(p["kind"], p["text"]) for p in record["paragraphs"]] for record in records]
+            for row, record, paras, article_units in zip(part, records, paragraphs, sketcher.sketch(paragraphs),
+                                                         strict=True):
+                uids = np.arange(next_uid, next_uid + len(article_units), dtype=np.int64)
+                next_uid += len(article_units)
+                group = house_line_group(record["source"]["path"], record.get("outlet"), record.get("url"))
+                items.append(_Item(RunArticle(row["record_id"], (row["sort_key"], row["path"], row["item"]), group,
+                                              paras, article_units, uids), record_text=row["record"]))
+        for table in ("units", "spans", "house_lines", "keys", "keys_recent"):
+            conn.execute(f"DELETE FROM {table}")
+        t0 = time.perf_counter()
+        decided = RepeatEngine(settings).decide([i.article for i in items], units)
+        summary.timings["decide"] = round(time.perf_counter() - t0, 3)
+        touched_parts: set[str] = set()
+        written = _write_decisions(conn, units, items, decided.articles, run, summary, touched_parts)
+        units.set_holders(decided.holder_keys, decided.holder_uids, decided.dropped_keys)
+        store.bloom = store._rebuild_bloom(run.run_seq)  # the old keys are gone: a filter of the new ones
+        store.save_bloom(store.bloom, run.run_seq)
+        _write_parts(conn, store.processed_dir, run, written, touched_parts)
+        store.save_meta()
+        summary.replayed_articles = len(items)
+        summary.timings["reindex"] = round(time.perf_counter() - started, 3)
+        summary.finished_at = utc_now()
+        store.record_run(run.run_seq, run.run_id, summary.started_at, summary.outcome, summary.as_dict())
+        _crash_point("parts-written")
+    _crash_point("committed")
+    store.install_bloom()
+    with store.transaction():
+        finish_parts(conn, store.processed_dir)
+    write_reports(store, summary)
 
 
 def _write_decisions(conn: Any, units: SqliteUnits, items: list[_Item], decisions: list[ArticleDecision],
@@ -730,7 +802,7 @@ class IngestRun:
     def __enter__(self) -> IngestRun:
         self._lock.__enter__()
         try:
-            self.store = Store(self.processed_dir, self.settings.dedup)
+            self.store = Store(self.processed_dir, self.settings.dedup, self.raw_dir)
             # Before anything else: parts, filter and reports as the last committed run left them
             # (also the parts of a run killed after its commit).
             repairs = quick_repair(self.store.conn, self.processed_dir)
@@ -813,4 +885,5 @@ def summary_markdown(summary: RunSummary) -> str:
 
 
 __all__ = ["IngestRun", "IngestSettings", "Plan", "PreparedBatch", "RunSummary", "StateError", "batches", "commit",
-           "plan_run", "prepare_batch", "prepare_packed", "run_ingest", "unpack_batch", "summary_markdown"]
+           "plan_run", "prepare_batch", "prepare_packed", "reindex", "run_ingest", "unpack_batch",
+           "summary_markdown"]

@@ -10,6 +10,7 @@ writes, without blocking it.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -21,7 +22,7 @@ import numpy as np
 
 from pipeline import bloom as bloom_file
 from pipeline.bloom import BloomFilter
-from pipeline.state_backend import STATE_FILE, connect  # noqa: F401  (the factory by state URL; importable here)
+from pipeline.state_backend import STATE_FILE, connect, state_exists  # noqa: F401  (the factory by state URL; importable here)
 
 if TYPE_CHECKING:  # imported where used: readers of the state need neither datasketch nor scipy
     from pipeline.dedup import DedupSettings
@@ -108,6 +109,99 @@ def utc_now() -> str:
 
 from pipeline.lock import LOCK_FILE, writer_lock  # noqa: E402,F401  (moved to pipeline/lock.py; importable here)
 
+META_SETTINGS = "dedup_settings"
+META_RAW_DIR = "raw_dir"
+
+
+def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
+    return {row[0]: row[1] for row in conn.execute("SELECT key, value FROM meta")}
+
+
+def settings_json(settings: DedupSettings) -> str:
+    return json.dumps(settings.as_dict(), sort_keys=True)
+
+
+def settings_changes(stored: str | None, wanted: DedupSettings) -> dict[str, tuple[Any, Any]]:
+    """name -> (stored value, wanted value) for the detection settings that differ."""
+    if stored is None:
+        return {}
+    old = json.loads(stored)
+    # A setting the stored state does not name was added later with the old behaviour as its default.
+    return {k: (old.get(k, v), v) for k, v in wanted.as_dict().items() if old.get(k, v) != v}
+
+
+def raw_dir_binding(raw_dir: Path, processed_dir: Path) -> dict[str, str]:
+    """The raw dir as stored: absolute, and relative to the processed dir (a project moved as a
+    whole, raw/ and processed/ side by side, keeps its binding)."""
+    raw = Path(raw_dir).resolve()
+    return {"path": str(raw), "relative": os.path.relpath(raw, Path(processed_dir).resolve())}
+
+
+def bound_raw_dir(meta: dict[str, str]) -> str | None:
+    """The raw dir a processed dir belongs to (None: not bound yet)."""
+    value = meta.get(META_RAW_DIR)
+    return json.loads(value)["path"] if value else None
+
+
+def check_compatible(meta: dict[str, str], processed_dir: Path, settings: DedupSettings,
+                     raw_dir: Path | None, rebuild: bool = False) -> bool:
+    """Raises ``StateError`` when a run with these settings and raw dir may not use this state;
+    returns whether the stored decision settings differ (the run re-decides every article)."""
+    from pipeline.dedup import SIGNATURE_FIELDS
+
+    version = meta.get("schema_version")
+    if version is not None and version != str(SCHEMA_VERSION):
+        raise StateError(
+            f"{processed_dir} holds state of an older newsdedup (state version {version}, "
+            f"this one writes {SCHEMA_VERSION}); rebuild it from raw/ into a new processed dir.")
+    stored_raw = meta.get(META_RAW_DIR)
+    if raw_dir is not None and stored_raw:
+        bound = json.loads(stored_raw)
+        here = raw_dir_binding(raw_dir, processed_dir)
+        if here["path"] != bound["path"] and here["relative"] != bound["relative"]:
+            raise StateError(
+                f"{processed_dir} belongs to raw dir {bound['path']}, not {here['path']}: records are keyed by "
+                f"their path inside the raw dir, so two raw dirs would replace each other's records. Give "
+                f"{here['path']} a processed dir of its own (--processed-dir NEW_DIR), or, if the raw dir "
+                f"moved there, run once with --rebind-raw-dir.")
+    changes = settings_changes(meta.get(META_SETTINGS), settings)
+    signature = sorted(k for k in changes if k in SIGNATURE_FIELDS)
+    if signature and not rebuild:
+        was = ", ".join(f"{k} {changes[k][0]} -> {changes[k][1]}" for k in signature)
+        raise StateError(
+            f"{processed_dir} was sketched with other settings ({was}); its signatures cannot be mixed with new "
+            f"ones. Rebuild them from the stored text (raw files are not read again, ids are kept): "
+            f"{reindex_command(processed_dir, changes)}")
+    return bool(changes)
+
+
+def reindex_command(processed_dir: Path, changes: dict[str, tuple[Any, Any]]) -> str:
+    flags = "".join(f" --{k.replace('_', '-')} {new}" for k, (_, new) in sorted(changes.items()))
+    return f"newsdedup reindex {processed_dir}{flags}"
+
+
+def rebind_raw_dir(processed_dir: Path, raw_dir: Path) -> None:
+    """Bind a processed dir to a raw dir that moved (``newsdedup run --rebind-raw-dir``)."""
+    conn = connect(Path(processed_dir))
+    try:
+        with transaction(conn):
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                         (META_RAW_DIR, json.dumps(raw_dir_binding(raw_dir, processed_dir))))
+    finally:
+        conn.close()
+
+
+def preflight(processed_dir: Path, settings: DedupSettings, raw_dir: Path | None) -> bool:
+    """``check_compatible`` read-only, before a run starts Prefect: False when there is no state yet."""
+    if not state_exists(Path(processed_dir)):
+        return False
+    conn = connect(Path(processed_dir), readonly=True)
+    try:
+        meta = read_meta(conn)
+    finally:
+        conn.close()
+    return check_compatible(meta, Path(processed_dir), settings, raw_dir)
+
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
@@ -144,36 +238,37 @@ def has_schema(conn: sqlite3.Connection) -> bool:
 
 
 class Store:
-    """Read and write access to the state database of one processed/ directory."""
+    """Read and write access to the state database of one processed/ directory.
 
-    def __init__(self, processed_dir: Path, settings: DedupSettings) -> None:
+    ``raw_dir``: the raw dir this run reads (None: not checked, e.g. ``reindex``). A processed
+    dir belongs to the raw dir of its first run; ``rebuild``: accept other signature settings
+    (``newsdedup reindex`` is about to rebuild every sketch).
+    """
+
+    def __init__(self, processed_dir: Path, settings: DedupSettings, raw_dir: Path | None = None,
+                 rebuild: bool = False) -> None:
         self.processed_dir = Path(processed_dir)
         self.settings = settings
+        self.raw_dir = Path(raw_dir) if raw_dir is not None else None
         self.conn = connect(self.processed_dir)
         self.conn.executescript(f"BEGIN;{_SCHEMA}COMMIT;")  # all or nothing: a kill here leaves no half schema
         self.bloom: BloomFilter | None = None  # opened by the first commit that needs it
-        self._check_settings()
+        meta = read_meta(self.conn)
+        # Stored decision settings differ: this run decides every stored article again.
+        self.redecide_all = check_compatible(meta, self.processed_dir, settings, self.raw_dir, rebuild)
+        if "schema_version" not in meta:
+            with self.transaction():
+                self.save_meta()
 
     def close(self) -> None:
         self.conn.close()
 
-    def _check_settings(self) -> None:
-        wanted = json.dumps(self.settings.as_dict(), sort_keys=True)
-        version = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if version is not None and version["value"] != str(SCHEMA_VERSION):
-            raise StateError(
-                f"{self.processed_dir} holds state of an older newsdedup (state version {version['value']}, "
-                f"this one writes {SCHEMA_VERSION}); rebuild it from raw/ into a new processed dir.")
-        row = self.conn.execute("SELECT value FROM meta WHERE key='dedup_settings'").fetchone()
-        if row is None:
-            with self.transaction():
-                self.conn.execute("INSERT INTO meta VALUES ('dedup_settings', ?)", (wanted,))
-                self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif row["value"] != wanted:
-            raise StateError(
-                f"{self.processed_dir} was built with other dedup settings ({row['value']}); "
-                "signatures cannot be mixed. Use a new processed dir to change settings."
-            )
+    def save_meta(self) -> None:
+        """The settings (and raw dir) the state is now built with; inside the run's transaction."""
+        rows = [("schema_version", str(SCHEMA_VERSION)), (META_SETTINGS, settings_json(self.settings))]
+        if self.raw_dir is not None:
+            rows.append((META_RAW_DIR, json.dumps(raw_dir_binding(self.raw_dir, self.processed_dir))))
+        self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows)
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         return transaction(self.conn)

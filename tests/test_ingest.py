@@ -454,3 +454,85 @@ def test_reordering_a_jsonl_file_changes_no_record_id(tmp_path: Path) -> None:
     after = list(read_records(tmp_path / "p"))
     assert {r["id"]: r["title"] for r in after} == before and len(before) == 4
     assert sorted(r["source"]["item"] for r in after) == [0, 1, 2, 3]
+
+
+def test_other_decision_settings_re_decide_the_stored_articles_in_one_run(seed_raw: Path, tmp_path: Path) -> None:
+    from pipeline.dedup import DedupSettings
+
+    wider = IngestSettings(dedup=DedupSettings(paragraph_share=0.5))
+    fresh = tmp_path / "fresh"
+    run_ingest(seed_raw, fresh, wider)
+    expected = stable(list(read_records(fresh)))
+    processed = tmp_path / "processed"
+    default = stable(list(run_ingest(seed_raw, processed) and read_records(processed)))
+    assert expected != default  # the setting changes a decision on the seeds
+    summary = run_ingest(seed_raw, processed, wider)  # nothing new under raw/: the settings alone
+    assert (summary.replayed_articles, summary.records_written, summary.records_rewritten) == (5, 0, 1)
+    assert stable(list(read_records(processed))) == expected == stable(part_records(processed))
+    assert run_ingest(seed_raw, processed, wider).replayed_articles == 0  # remembered: decided once
+    run_ingest(seed_raw, processed)
+    assert stable(list(read_records(processed))) == default
+
+
+def test_reindex_rebuilds_the_sketches_from_the_stored_text_and_keeps_ids(seed_raw: Path, tmp_path: Path) -> None:
+    from pipeline.dedup import DedupSettings
+    from pipeline.ingest import reindex
+    from pipeline.state import StateError
+
+    four = IngestSettings(dedup=DedupSettings(shingle_size=4, threshold=0.4))
+    fresh = tmp_path / "fresh"
+    run_ingest(seed_raw, fresh, four)
+    processed = tmp_path / "processed"
+    run_ingest(seed_raw, processed)
+    ids = sorted(r["id"] for r in read_records(processed))
+    with pytest.raises(StateError, match=f"newsdedup reindex {processed} --shingle-size 4 --threshold 0.4$"):
+        run_ingest(seed_raw, processed, four)
+    shutil.rmtree(seed_raw)  # the raw files are not needed
+    summary = reindex(processed, four.dedup)
+    assert summary.outcome == "reindexed" and summary.replayed_articles == 5
+    assert stable(list(read_records(processed))) == stable(list(read_records(fresh))) == stable(part_records(processed))
+    assert sorted(r["id"] for r in read_records(processed)) == ids
+    assert reindex(processed, four.dedup).records_rewritten == 0  # the same settings: the same records
+
+
+_REINDEX_SCRIPT = (
+    "import sys; from pathlib import Path; from pipeline.dedup import DedupSettings; "
+    "from pipeline.ingest import reindex; reindex(Path(sys.argv[1]), DedupSettings(shingle_size=4))")
+
+
+@pytest.mark.parametrize("crash_at", ["parts-written", "committed"])
+def test_reindex_killed_leaves_the_old_state_or_the_new_one(seed_raw: Path, tmp_path: Path, crash_at: str) -> None:
+    from pipeline.dedup import DedupSettings
+    from pipeline.ingest import reindex
+
+    four = DedupSettings(shingle_size=4)
+    fresh = tmp_path / "fresh"
+    run_ingest(seed_raw, fresh, IngestSettings(dedup=four))
+    processed = tmp_path / "processed"
+    run_ingest(seed_raw, processed)
+    before = stable(list(read_records(processed)))
+    env = dict(os.environ, **{CRASH_ENV: crash_at})
+    done = subprocess.run([sys.executable, "-c", _REINDEX_SCRIPT, str(processed)], cwd=ROOT, env=env, timeout=120)
+    assert done.returncode == -signal.SIGKILL
+    after = stable(list(read_records(processed)))
+    assert after == (before if crash_at == "parts-written" else stable(list(read_records(fresh))))
+    reindex(processed, four)  # completes the work either way
+    assert stable(list(read_records(processed))) == stable(list(read_records(fresh))) == stable(part_records(processed))
+
+
+def test_another_raw_dir_is_refused_and_the_quarantine_of_the_first_is_kept(seed_raw: Path, tmp_path: Path) -> None:
+    from pipeline.state import StateError
+
+    (seed_raw / "notes.docx").write_bytes(b"PK")
+    processed = tmp_path / "processed"
+    run_ingest(seed_raw, processed)
+    extra = tmp_path / "extra-raw"
+    extra.mkdir()
+    shutil.copy2(seed_raw / SEED["001"], extra / SEED["000"])  # a same-named file, another article
+    records = stable(list(read_records(processed)))
+    quarantine = (processed / "quarantine.jsonl").read_text()
+    with pytest.raises(StateError, match="--processed-dir") as refused:
+        run_ingest(extra, processed)
+    assert str(seed_raw.resolve()) in str(refused.value) and str(extra.resolve()) in str(refused.value)
+    assert stable(list(read_records(processed))) == records
+    assert (processed / "quarantine.jsonl").read_text() == quarantine and "notes.docx" in quarantine

@@ -22,10 +22,39 @@ def test_lock_is_exclusive_and_released_on_exit(tmp_path: Path) -> None:
         pass
 
 
-def test_other_dedup_settings_are_refused(tmp_path: Path) -> None:
+def test_other_signature_settings_are_refused_with_the_command_that_rebuilds(tmp_path: Path) -> None:
     Store(tmp_path, DedupSettings()).close()
-    with pytest.raises(StateError, match="other dedup settings"):
-        Store(tmp_path, DedupSettings(threshold=0.8))
+    with pytest.raises(StateError) as refused:
+        Store(tmp_path, DedupSettings(shingle_size=4, threshold=0.5))
+    assert str(refused.value).endswith(f"newsdedup reindex {tmp_path} --shingle-size 4 --threshold 0.5")
+    assert "shingle_size 3 -> 4" in str(refused.value)
+
+
+def test_other_decision_settings_mean_every_stored_article_is_decided_again(tmp_path: Path) -> None:
+    Store(tmp_path, DedupSettings()).close()
+    same = Store(tmp_path, DedupSettings())
+    assert not same.redecide_all
+    same.close()
+    other = Store(tmp_path, DedupSettings(threshold=0.8))
+    assert other.redecide_all
+    other.close()
+
+
+def test_a_processed_dir_belongs_to_the_raw_dir_of_its_first_run(tmp_path: Path) -> None:
+    processed = tmp_path / "processed"
+    processed.mkdir()
+    Store(processed, DedupSettings(), tmp_path / "raw").close()
+    Store(processed, DedupSettings(), tmp_path / "raw").close()
+    with pytest.raises(StateError) as refused:
+        Store(processed, DedupSettings(), tmp_path / "extra-raw")
+    message = str(refused.value)
+    assert str(tmp_path / "raw") in message and str(tmp_path / "extra-raw") in message
+    assert "--processed-dir" in message
+    # A project moved as a whole (raw/ and processed/ side by side) keeps its binding.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    processed.rename(moved / "processed")
+    Store(moved / "processed", DedupSettings(), moved / "raw").close()
 
 
 def test_readers_need_existing_state(tmp_path: Path) -> None:
