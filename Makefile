@@ -23,8 +23,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 install: $(VENV)/.installed
 
+# Settings for this run: make run ARGS='--threshold 0.5 --batch-size 50 --workers 2' (see `newsdedup config`).
+ARGS ?=
 run: install
-	$(BIN)/newsdedup run --raw-dir $(RAW_DIR) --processed-dir $(PROCESSED_DIR)
+	$(BIN)/newsdedup run --raw-dir $(RAW_DIR) --processed-dir $(PROCESSED_DIR) $(ARGS)
 
 # A Prefect server on 127.0.0.1:$(PORT) (data in .prefect/server) and the scheduled `ingest/newsdedup`
 # deployment; Ctrl-C stops both. With PREFECT_API_URL set, serves against that server instead.

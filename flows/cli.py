@@ -14,11 +14,14 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pipeline.records import check_fields, iter_record_lines, read_records
 from pipeline.state import StateError
 from pipeline.state_backend import StateURLError, set_state_url
+
+if TYPE_CHECKING:  # pipeline.settings imports the whole library: only the commands that need it load it
+    from pipeline.settings import Settings
 
 # Embedded Prefect: a slow first start on a busy machine must not time out, and an
 # offline machine must not log telemetry errors. Users' own settings win.
@@ -40,7 +43,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.lock import writer_lock
     from pipeline.state import ProcessedDirLocked
 
-    # Checked before Prefect is even imported: a typo or a busy processed/ fails fast.
+    # Checked before Prefect is even imported: a typo, a bad setting or a busy processed/ fails fast.
+    settings = settings_from_args(args)
     if not Path(args.raw_dir).is_dir():
         print(f"newsdedup: raw dir {args.raw_dir} does not exist or is not a directory", file=sys.stderr)
         return 2
@@ -55,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # meanwhile is refused here, before Prefect, with one line (exit 3).
         with writer_lock(processed, args.wait, share_in_process=True):
             try:
-                return _run_locked(args, processed)
+                return _run_locked(args, processed, settings)
             finally:
                 _stop_children()
     except ProcessedDirLocked as exc:
@@ -63,18 +67,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 3
 
 
-def _run_locked(args: argparse.Namespace, processed: Path) -> int:
+def _run_locked(args: argparse.Namespace, processed: Path, settings: Settings) -> int:
     from pipeline.check import repair_on_start
     from pipeline.ingest import RunSummary, pending_files, summary_markdown
     from pipeline.read import RawDirError
-    from pipeline.state import ProcessedDirLocked
+    from pipeline.state import ProcessedDirLocked, preflight, rebind_raw_dir, state_exists
 
     check_state_database(processed)
+    if args.rebind_raw_dir and state_exists(processed):
+        rebind_raw_dir(processed, Path(args.raw_dir))
+    # Another raw dir, or settings that change signatures: refused here (exit 2), before Prefect.
+    redecide = preflight(processed, settings.dedup(), Path(args.raw_dir))
     # Before "nothing new": parts, filter and reports as the last committed run left them
     # (also the parts of a run killed after its commit), repaired from the database if not.
     for finding in repair_on_start(processed):
         print(f"newsdedup: repaired before the run: {finding}", file=sys.stderr)
-    if not args.force and pending_files(Path(args.raw_dir), processed) == 0:
+    if not args.force and not redecide and pending_files(Path(args.raw_dir), processed) == 0:
         print(f"newsdedup: nothing new under {args.raw_dir} since the last run; no flow run started "
               "(--force runs one anyway)")
         return 0
@@ -85,11 +93,11 @@ def _run_locked(args: argparse.Namespace, processed: Path) -> int:
     deferred_before = None
     while True:
         try:
-            options: dict[str, Any] = {"max_run_bytes": args.max_run_bytes} if args.max_run_bytes else {}
+            options: dict[str, Any] = dict(settings.values)  # dask_workers among them (--dask-workers)
             if args.state_url:
                 options["state_url"] = args.state_url
             result = ingest(raw_dir=args.raw_dir, processed_dir=args.processed_dir, lock_wait_seconds=args.wait,
-                            progress_bar=sys.stderr.isatty(), dask_workers=args.dask_workers,
+                            progress_bar=sys.stderr.isatty(),
                             dask_address=args.dask_address, **options)
         except ProcessedDirLocked as exc:
             print(f"newsdedup: {exc}", file=sys.stderr)
@@ -287,8 +295,56 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_setting_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...] = ("detection", "run"),
+                      own: tuple[str, ...] = ()) -> None:
+    """A flag per setting (--threshold, --batch-size, ...) and --config; checked by pipeline.settings.
+    ``own``: settings whose flag the command defines itself (run's --dask-workers)."""
+    from pipeline.settings import SPECS
+
+    options = parser.add_argument_group(
+        "settings", "later wins: defaults, newsdedup.toml (or [tool.newsdedup] in pyproject.toml) in the working "
+                    "dir or --config FILE, NEWSDEDUP_<NAME> environment variables, these flags; "
+                    "`newsdedup config` shows the effective values")
+    options.add_argument("--config", metavar="FILE", help="read settings from this TOML file instead of newsdedup.toml")
+    for name, spec in SPECS.items():
+        if spec.group in groups and name not in own:
+            options.add_argument(spec.flag, dest=f"setting_{name}", metavar=spec.kind.upper(),
+                                 help=f"{spec.help} (default {spec.default})")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    from pipeline.settings import SPECS, load_settings
+
+    given = {name: getattr(args, f"setting_{name}", getattr(args, name, None)) for name in SPECS}
+    config = getattr(args, "config", None)
+    return load_settings(given, config_file=Path(config) if config else None)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    print(json.dumps(settings.as_json(), indent=2) if args.json else settings.describe())
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from pipeline.ingest import reindex, summary_markdown
+    from pipeline.state import ProcessedDirLocked
+
+    settings = settings_from_args(args)
+    check_state_database(Path(args.processed_dir))
+    try:
+        summary = reindex(Path(args.processed_dir), settings.dedup(), lock_wait_seconds=args.wait)
+    except ProcessedDirLocked as exc:
+        print(f"newsdedup: {exc}", file=sys.stderr)
+        return 3
+    print(summary_markdown(summary), end="")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from flows.serve import serve  # no Prefect import until serve starts
+
+    settings_from_args(args)  # each run reads them again; a bad one is refused before the server starts
 
     return serve(raw_dir=args.raw_dir, processed_dir=args.processed_dir, name=args.name, cron=args.cron,
                  interval=args.interval, timezone=args.timezone, port=args.port,
@@ -437,8 +493,6 @@ exit codes:
   3  another run holds the processed dir (see --wait)
   4  the Dask cluster could not be started or reached (nothing written)""", [writes])
     run.add_argument("--raw-dir", default="raw", metavar="DIR", help="the dir the articles are read from")
-    run.add_argument("--max-run-bytes", type=int, default=None, metavar="BYTES",
-                     help="raw bytes one run reads at most (default 24 MB); bounds memory on a large backlog")
     run.add_argument("--force", action="store_true",
                      help="start a flow run even when nothing under the raw dir is new or changed")
     run.add_argument("--once", action="store_true",
@@ -452,7 +506,47 @@ exit codes:
     dask.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
                       help="prepare batches on the running Dask cluster with this scheduler; its workers must "
                            "see the raw dir at the same path")
+    run.add_argument("--rebind-raw-dir", action="store_true",
+                     help="the raw dir the processed dir belongs to has moved to --raw-dir: record its new place")
+    add_setting_flags(run, own=("dask_workers",))
     run.set_defaults(func=cmd_run)
+
+    config = command("config", "print the effective settings and where each comes from", """\
+Print every setting (detection, batch size, Dask workers, size limits), its effective value
+and where it comes from, read as a run reads them: the defaults, then newsdedup.toml in the
+working dir (or [tool.newsdedup] in pyproject.toml, or --config FILE), then NEWSDEDUP_<NAME>
+environment variables, then the flags given here. A bad value is refused as a run refuses it.""", """\
+examples:
+  newsdedup config
+  newsdedup config --threshold 0.5 --json
+  NEWSDEDUP_BATCH_SIZE=50 newsdedup config
+
+exit codes:
+  0  done
+  2  a bad setting (unknown name, wrong type, out of range)""", [])
+    config.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_setting_flags(config)
+    config.set_defaults(func=cmd_config)
+
+    reindex = command("reindex", "rebuild the sketches of a processed dir for new detection settings", """\
+Rebuild the processed dir for other detection settings that change its sketches (shingle_size,
+num_perm, bands, rows, seed, min_words): every stored article is sketched again from its
+stored cleaned text and decided again. Record ids are kept and raw files are not read. Like a
+run, it holds the writer lock and commits in one transaction: a kill leaves the old state or
+the new one. A run with such settings is refused until this has been done, and prints the
+exact command.""", """\
+examples:
+  newsdedup reindex processed --shingle-size 4
+  newsdedup reindex /data/processed --min-words 6 --threshold 0.5
+
+exit codes:
+  0  done
+  2  a bad setting, no state in the processed dir, or a damaged state database
+  3  another run holds the processed dir (see --wait)""", [writes])
+    reindex.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                         help="if a run holds the processed dir, wait this long for it instead of exiting")
+    add_setting_flags(reindex, ("detection",))
+    reindex.set_defaults(func=cmd_reindex)
 
     records = command("records", "print every current record as JSON Lines (processed/README.md)", """\
 Print the current records, one JSON object per line, oldest published first. The record
@@ -673,6 +767,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         set_state_url(getattr(args, "state_url", None))
         code = args.func(args)
     except (StateError, StateURLError) as exc:
+        print(f"newsdedup: {exc}", file=sys.stderr)
+        code = 2
+    except ValueError as exc:
+        # A bad setting (pipeline.settings.SettingsError; imported only by the commands that read settings).
+        settings_module = sys.modules.get("pipeline.settings")
+        if settings_module is None or not isinstance(exc, settings_module.SettingsError):
+            raise
         print(f"newsdedup: {exc}", file=sys.stderr)
         code = 2
     except sqlite3.DatabaseError as exc:  # a truncated or overwritten state.sqlite: no traceback

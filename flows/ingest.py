@@ -71,8 +71,8 @@ from pipeline.ingest import (
     summary_markdown,
     write_reports,
 )
-from pipeline.read import DEFAULT_MAX_BYTES
 from pipeline.records import finish_parts
+from pipeline.settings import load_settings
 from pipeline.state_backend import set_state_url
 
 # Results stay in memory: nothing here is worth caching or persisting between runs, and
@@ -228,9 +228,9 @@ def _prepare_group(run: IngestRun, group: list[PlannedFile], io_retries: int, io
 def ingest(
     raw_dir: str = "raw",
     processed_dir: str = "processed",
-    batch_size: int = 200,
-    max_file_bytes: int = DEFAULT_MAX_BYTES,
-    max_run_bytes: int = IngestSettings.max_run_bytes,
+    batch_size: int | None = None,
+    max_file_bytes: int | str | None = None,
+    max_run_bytes: int | str | None = None,
     dask_workers: int | None = None,
     dask_address: str | None = None,
     lock_wait_seconds: float = 0.0,
@@ -240,8 +240,24 @@ def ingest(
     state_url: str | None = None,
     html_report: bool = True,
     workers: int | None = None,
+    threshold: float | None = None,
+    extend_threshold: float | None = None,
+    numbers_threshold: float | None = None,
+    paragraph_share: float | None = None,
+    duplicate_share: float | None = None,
+    house_line_articles: int | None = None,
+    min_words: int | None = None,
+    shingle_size: int | None = None,
+    num_perm: int | None = None,
+    bands: int | None = None,
+    rows: int | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Read new and changed files under raw_dir, tag repeats, write records to processed_dir.
+
+    Settings left at None come from newsdedup.toml (or [tool.newsdedup] in pyproject.toml) in
+    the working directory, then NEWSDEDUP_* environment variables, then the defaults
+    (pipeline/settings.py); the processed dir remembers the detection settings.
 
     ``state_url``: where the state is kept (``sqlite:///PATH`` or ``postgresql://…``; default:
     ``$NEWSDEDUP_STATE_URL``, else ``processed_dir/state.sqlite``).
@@ -263,12 +279,18 @@ def ingest(
     if workers is not None and dask_workers is None:
         logger.warning("ingest: parameter workers is deprecated; use dask_workers (newsdedup run --dask-workers)")
         dask_workers = workers if workers > 1 else 0
-    settings = IngestSettings(max_file_bytes=max_file_bytes, batch_size=batch_size, max_run_bytes=max_run_bytes,
-                              lock_wait_seconds=lock_wait_seconds)
+    given = {"batch_size": batch_size, "max_file_bytes": max_file_bytes, "max_run_bytes": max_run_bytes,
+             "dask_workers": dask_workers, "threshold": threshold, "extend_threshold": extend_threshold,
+             "numbers_threshold": numbers_threshold, "paragraph_share": paragraph_share,
+             "duplicate_share": duplicate_share, "house_line_articles": house_line_articles, "min_words": min_words,
+             "shingle_size": shingle_size, "num_perm": num_perm, "bands": bands, "rows": rows, "seed": seed}
     run_id = str(flow_run.id) if flow_run.id else None
     cluster = None
     closing = None
     try:
+        effective = load_settings(given, override_label=lambda name: f"flow parameter {name}")
+        settings = effective.ingest(lock_wait_seconds=lock_wait_seconds)
+        dask_workers = int(effective["dask_workers"])
         # The cluster is reached before the run takes the lock or writes anything.
         if dask_address or dask_workers:
             cluster = open_cluster(dask_workers or 0, dask_address, logger.info)

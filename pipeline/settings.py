@@ -80,8 +80,9 @@ SPECS: dict[str, Spec] = {s.name: s for s in [
     Spec("rows", "int", _DEDUP.rows, 1, "signature rows per LSH band", "detection"),
     Spec("seed", "int", _DEDUP.seed, 0, "seed of the MinHash permutations", "detection"),
     Spec("batch_size", "int", _INGEST.batch_size, 1, "files per prepare task", "run"),
-    Spec("workers", "int", _INGEST.workers, 0,
-         "processes that prepare batches (0: one per CPU, up to 4, on runs over 16 MB)", "run", maximum=64),
+    Spec("dask_workers", "int", 0, 0,
+         "worker processes of a local Dask cluster that prepare batches (0: in the run's own process)", "run",
+         maximum=256),
     Spec("max_file_bytes", "bytes", _INGEST.max_file_bytes, 1,
          "larger raw files are quarantined (e.g. 20MB)", "run"),
     Spec("max_run_bytes", "bytes", _INGEST.max_run_bytes, 1,
@@ -158,7 +159,7 @@ class Settings:
 
     def ingest(self, **extra: Any) -> IngestSettings:
         """The run's settings; ``extra``: the ones that are not user settings (lock_wait_seconds)."""
-        return IngestSettings(batch_size=int(self.values["batch_size"]), workers=int(self.values["workers"]),
+        return IngestSettings(batch_size=int(self.values["batch_size"]),
                               max_file_bytes=int(self.values["max_file_bytes"]),
                               max_run_bytes=int(self.values["max_run_bytes"]), dedup=self.dedup(), **extra)
 
@@ -223,27 +224,27 @@ def load_settings(
     values: dict[str, Value] = {name: spec.default for name, spec in SPECS.items()}
     sources = dict.fromkeys(SPECS, "default")
 
-    def put(name: str, raw: object, where: str) -> None:
+    def put(name: str, raw: object, where: str, what: str) -> None:
         try:
             values[name] = _convert(SPECS[name], raw)
         except ValueError as exc:
-            raise SettingsError(f"{where}: {name}: {exc}") from None
+            raise SettingsError(f"{what}: {exc}") from None
         sources[name] = where
 
     file_values, label = config_file_values(config_file, cwd)
     for name, raw in file_values.items():
         if name not in SPECS:
             raise _unknown(name, label)
-        put(name, raw, label)
+        put(name, raw, label, f"{label}: {name}")
     env = os.environ if environ is None else environ
     for name, spec in SPECS.items():
         if spec.env in env:
-            put(name, env[spec.env], f"env {spec.env}")
+            put(name, env[spec.env], f"env {spec.env}", spec.env)
     for name, raw in (overrides or {}).items():
         if name not in SPECS:
             raise _unknown(name, "parameters")
         if raw is not None:
-            put(name, raw, override_label(name))
+            put(name, raw, override_label(name), override_label(name))
     settings = Settings(values, sources)
     try:
         settings.dedup()
