@@ -8,7 +8,9 @@ import os
 import socket
 import subprocess
 import sys
+import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -226,3 +228,102 @@ def test_check_parameters_types_known_names_and_refuses_the_rest() -> None:
         check_parameters(ingest, {"batch_size": "two"})
     assert check_parameters(ingest, {"dask_workers": "4", "dask_address": "tcp://10.0.0.5:8786"}) == {
         "dask_workers": 4, "dask_address": "tcp://10.0.0.5:8786"}
+
+
+def _in_process(*args: str, capsys: Any, flow: Any = None) -> subprocess.CompletedProcess[str]:
+    """`newsdedup ARGS` in this process; the flow is replaced (``flow``, or one that must not start)."""
+    from flows import cli
+
+    def no_flow(**_: Any) -> dict[str, Any]:
+        raise AssertionError("the flow must not start")
+
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as exited:
+        patch.setitem(sys.modules, "flows.ingest", types.SimpleNamespace(ingest=flow or no_flow))
+        patch.setattr(cli, "_prefect_env", lambda: None)
+        cli.main(list(args))
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err
+    return subprocess.CompletedProcess(list(args), int(exited.value.code or 0), out.out, out.err)
+
+
+def test_config_prints_the_effective_settings_and_their_sources(tmp_path: Path, capsys: Any,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "newsdedup.toml").write_text("threshold = 0.5\n")
+    monkeypatch.setenv("NEWSDEDUP_DASK_WORKERS", "2")
+    done = _in_process("config", "--batch-size", "50", capsys=capsys)
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in done.stdout.splitlines()[1:]}
+    assert rows["threshold"] == ["0.5", "newsdedup.toml"]
+    assert rows["dask_workers"] == ["2", "env NEWSDEDUP_DASK_WORKERS"]
+    assert rows["batch_size"] == ["50", "--batch-size"]
+    assert rows["shingle_size"] == ["3", "default"]
+    as_json = json.loads(_in_process("config", "--json", capsys=capsys).stdout)
+    assert as_json["threshold"] == {"value": 0.5, "from": "newsdedup.toml", "group": "detection",
+                                    "env": "NEWSDEDUP_THRESHOLD", "flag": "--threshold"}
+    (tmp_path / "newsdedup.toml").write_text("threshold = 0.5\nbatchsize = 3\n")
+    bad = _in_process("config", capsys=capsys)
+    assert bad.returncode == 2
+    assert bad.stderr == "newsdedup: newsdedup.toml: unknown setting 'batchsize' (did you mean batch_size?)\n"
+
+
+def test_run_passes_its_settings_to_the_flow_and_refuses_bad_ones_before_it(seed_raw: Path, tmp_path: Path,
+                                                                              capsys: Any) -> None:
+    from pipeline.ingest import run_ingest
+
+    processed = tmp_path / "processed"
+    got: list[dict[str, Any]] = []
+
+    def flow(raw_dir: str, processed_dir: str, **params: Any) -> dict[str, Any]:
+        got.append(params)
+        return run_ingest(Path(raw_dir), Path(processed_dir)).as_dict()
+
+    run = ("run", "--raw-dir", str(seed_raw), "--processed-dir", str(processed))
+    done = _in_process(*run, "--batch-size", "2", "--dask-workers", "0", "--threshold", "0.5", capsys=capsys,
+                       flow=flow)
+    assert done.returncode == 0, done.stderr
+    assert (got[0]["batch_size"], got[0]["dask_workers"], got[0]["threshold"]) == (2, 0, 0.5)
+    for flag, value, message in [("--threshold", "1.7", "--threshold: must be in (0, 1], got 1.7"),
+                                 ("--batch-size", "abc", "--batch-size: expected a whole number, got 'abc'")]:
+        bad = _in_process(*run, flag, value, capsys=capsys)
+        assert (bad.returncode, bad.stderr) == (2, f"newsdedup: {message}\n")
+
+
+def test_run_over_settings_and_raw_dirs_the_state_cannot_take(seed_raw: Path, tmp_path: Path, capsys: Any) -> None:
+    from pipeline.ingest import run_ingest
+
+    processed = tmp_path / "processed"
+    run_ingest(seed_raw, processed)
+    run = ("run", "--raw-dir", str(seed_raw), "--processed-dir", str(processed))
+    # Nothing new, but other decision settings: a run re-decides (the shortcut does not apply).
+    started: list[dict[str, Any]] = []
+
+    def flow(raw_dir: str, processed_dir: str, **params: Any) -> dict[str, Any]:
+        started.append(params)
+        from pipeline.settings import SPECS, load_settings
+
+        settings = load_settings({k: v for k, v in params.items() if k in SPECS}).ingest()
+        return run_ingest(Path(raw_dir), Path(processed_dir), settings).as_dict()
+
+    assert _in_process(*run, "--paragraph-share", "0.5", capsys=capsys, flow=flow).returncode == 0
+    assert len(started) == 1
+    assert "nothing new" in _in_process(*run, "--paragraph-share", "0.5", capsys=capsys).stdout
+    # Signature settings: refused with the exact command that rebuilds; it works as printed.
+    refused = _in_process(*run, "--paragraph-share", "0.5", "--shingle-size", "4", capsys=capsys)
+    command = f"newsdedup reindex {processed} --shingle-size 4"
+    assert refused.returncode == 2 and refused.stderr.rstrip().endswith(command)
+    rebuilt = _in_process(*command.split()[1:], "--paragraph-share", "0.5", capsys=capsys)
+    assert rebuilt.returncode == 0 and "reindexed" in rebuilt.stdout
+    again = _in_process(*run, "--paragraph-share", "0.5", "--shingle-size", "4", capsys=capsys)
+    assert "nothing new" in again.stdout
+    # Another raw dir: refused, naming both and the fix.
+    extra = tmp_path / "extra-raw"
+    extra.mkdir()
+    other = _in_process("run", "--raw-dir", str(extra), "--processed-dir", str(processed), capsys=capsys)
+    assert other.returncode == 2 and len(other.stderr.splitlines()) == 1
+    assert str(seed_raw) in other.stderr and str(extra) in other.stderr and "--processed-dir" in other.stderr
+
+
+def test_trigger_checks_setting_parameters_before_asking_any_server(tmp_path: Path, capsys: Any) -> None:
+    done = _in_process("trigger", "-p", "threshold=abc", capsys=capsys)
+    assert (done.returncode, done.stderr) == (2, "newsdedup: -p threshold=abc: expected a number, got 'abc'\n")

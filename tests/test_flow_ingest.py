@@ -122,3 +122,15 @@ def test_transient_read_errors_are_retried_then_reported(seed_raw: Path, tmp_pat
     assert result["quarantined"][0]["reason"] == "unreadable: Input/output error"
     assert result["files_new"] == len(names)
     assert result["records_written"] >= len(names) - 1
+
+
+def test_detection_settings_are_flow_parameters(seed_raw: Path, tmp_path: Path) -> None:
+    """`trigger -p paragraph_share=0.5` reaches the decisions; a bad value fails the run in one line."""
+    from flows.ingest import ingest
+
+    processed = tmp_path / "processed"
+    _, default = _run(seed_raw, processed)
+    _, wider = _run(seed_raw, processed, paragraph_share=0.5)  # nothing new: the stored articles are re-decided
+    assert (default["repeats_flagged"], wider["records_rewritten"], wider["replayed_articles"]) == (6, 1, 5)
+    state = ingest(raw_dir=str(seed_raw), processed_dir=str(processed), return_state=True, shingle_size=4)
+    assert state.is_failed() and "newsdedup reindex" in state.message
