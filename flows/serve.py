@@ -554,9 +554,18 @@ def check_parameters(flow: Any, given: Mapping[str, str]) -> dict[str, Any]:
             try:  # a list or an object, given as JSON
                 typed[key] = adapter.validate_json(text)
             except ValidationError:
-                expected = getattr(hints.get(key), "__name__", str(hints.get(key)))
+                hint = hints.get(key)
+                named = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]  # int | None: int
+                expected = " or ".join(getattr(t, "__name__", str(t)) for t in named)
                 raise ServeError(f"parameter {key}={text!r} is not a valid {expected}: "
                                  f"{exc.errors()[0]['msg']}") from None
+    from pipeline.settings import SettingsError
+    from pipeline.settings import check_parameters as check_settings
+
+    try:  # settings also have a range: -p threshold=1.7 is refused here, not by the run
+        check_settings(typed)
+    except SettingsError as exc:
+        raise ServeError(str(exc)) from None
     return typed
 
 

@@ -324,6 +324,10 @@ def test_run_over_settings_and_raw_dirs_the_state_cannot_take(seed_raw: Path, tm
     assert str(seed_raw) in other.stderr and str(extra) in other.stderr and "--processed-dir" in other.stderr
 
 
-def test_trigger_checks_setting_parameters_before_asking_any_server(tmp_path: Path, capsys: Any) -> None:
-    done = _in_process("trigger", "-p", "threshold=abc", capsys=capsys)
-    assert (done.returncode, done.stderr) == (2, "newsdedup: -p threshold=abc: expected a number, got 'abc'\n")
+def test_trigger_takes_settings_as_parameters_and_checks_their_range_before_any_run() -> None:
+    from flows.ingest import ingest
+    from flows.serve import ServeError, check_parameters
+
+    assert check_parameters(ingest, {"threshold": "0.5", "shingle_size": "4"}) == {"threshold": 0.5, "shingle_size": 4}
+    with pytest.raises(ServeError, match=r"^-p threshold=1.7: must be in \(0, 1\], got 1.7$"):
+        check_parameters(ingest, {"threshold": "1.7"})
