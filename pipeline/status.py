@@ -8,7 +8,7 @@ from typing import Any
 
 from pipeline.ingest import pending_paths
 from pipeline.read import scan_raw
-from pipeline.state import connect
+from pipeline.state import bound_raw_dir, connect, read_meta
 
 # `status` text lists this many files not processed yet; --json lists them all.
 PENDING_SHOWN = 50
@@ -21,6 +21,7 @@ def collect_status(processed_dir: Path, raw_dir: Path | None = None) -> dict[str
         one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
         status: dict[str, Any] = {
             "processed_dir": str(processed_dir),
+            "raw_dir": bound_raw_dir(read_meta(conn)),  # the one its records' source.path is relative to
             "files_processed": one("SELECT COUNT(*) FROM files WHERE status = 'ok'"),
             "files_quarantined": one("SELECT COUNT(*) FROM files WHERE status = 'quarantined'"),
             "quarantine_entries": one("SELECT COUNT(*) FROM quarantine"),
@@ -62,6 +63,7 @@ def collect_status(processed_dir: Path, raw_dir: Path | None = None) -> dict[str
 def format_status(status: dict[str, Any]) -> str:
     lines = [
         f"processed dir:      {status['processed_dir']}",
+        f"raw dir:            {status['raw_dir'] or 'not recorded yet (the next run records it)'}",
         f"files processed:    {status['files_processed']}",
         f"files quarantined:  {status['files_quarantined']} ({status['quarantine_entries']} quarantine entries)",
         f"records:            {status['records']}",

@@ -55,6 +55,7 @@ def test_run_reads_a_backlog_in_bounded_runs_then_records_and_status(seed_raw: P
 
     status = newsdedup("status", str(processed), "--json", env_home=home)
     assert json.loads(status.stdout)["records"] == 5
+    assert json.loads(status.stdout)["raw_dir"] == str(seed_raw.resolve())  # what source.path is relative to
 
     with writer_lock(processed):
         refused = newsdedup("run", "--raw-dir", str(seed_raw), "--processed-dir", str(processed), env_home=home)
