@@ -197,6 +197,8 @@ def preflight(processed_dir: Path, settings: DedupSettings, raw_dir: Path | None
         return False
     conn = connect(Path(processed_dir), readonly=True)
     try:
+        if not has_schema(conn):  # a first run killed before creating its tables: nothing stored yet
+            return False
         meta = read_meta(conn)
     finally:
         conn.close()
