@@ -59,7 +59,7 @@ def sqlite_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Any
 
 
 def _without_run(status: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in status.items() if k not in ("processed_dir", "last_run")}
+    return {k: v for k, v in status.items() if k not in ("processed_dir", "raw_dir", "last_run")}
 
 
 def test_seeds_give_the_records_and_readings_of_sqlite(seed_raw: Path, tmp_path: Path, pg_url: str,
