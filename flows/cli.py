@@ -550,16 +550,20 @@ exit codes:
 
     records = command("records", "print every current record as JSON Lines (processed/README.md)", """\
 Print the current records, one JSON object per line, oldest published first. The record
-fields are described in processed/README.md.""", """\
+fields are described in processed/README.md. With --since, the records later runs wrote or
+rewrote come first, then a tombstone {"id": ..., "deleted": true, ...} for each record they
+removed (its item gone from a changed file).""", """\
 examples:
   newsdedup records processed | head -n 3
   newsdedup records processed --fields id,published,outlet,repeats
-  newsdedup records processed --since RUN_ID        only what later runs wrote or rewrote
+  newsdedup records processed --since RUN_ID        only what later runs wrote, rewrote or removed
+  newsdedup records processed --since 5d0c3a1e      the start of a run id does, if no other starts so
   newsdedup records processed --since 2026-01-01T00:00:00Z --strip-repeats
 
 """ + EXIT_CODES_READ, [reads])
     records.add_argument("--since", metavar="RUN_ID|TIMESTAMP",
-                         help="only records written or rewritten after this run (id) or ISO time (UTC if no offset)")
+                         help="only records written or rewritten (and tombstones of those removed) after this run "
+                              "(its id, or 6+ first characters of it) or ISO time (UTC if no offset)")
     records.add_argument("--fields", metavar="a,b,...", help="only these top-level fields, e.g. id,title,text")
     records.add_argument("--strip-repeats", dest="strip_repeats", action="store_true", default=False,
                          help="leave the flagged (repeated) paragraphs out of 'paragraphs'")
@@ -581,13 +585,15 @@ examples:
     export = command("export", "write a snapshot of the current records to one file", """\
 Write the current records to one file: JSON Lines, Parquet or CSV.""", """\
 examples:
-  newsdedup export processed --format parquet --out /tmp/snapshot.parquet
+  newsdedup export processed --format parquet --out snapshot.parquet   (the directory must exist)
   newsdedup export processed --format csv --out - | head
 
 """ + EXIT_CODES_READ, [reads])
     export.add_argument("--format", choices=("jsonl", "parquet", "csv"), default="jsonl", help="file format")
     export.add_argument("--out", required=True, metavar="PATH", help="file to write ('-' for stdout: jsonl, csv)")
-    export.add_argument("--since", metavar="RUN_ID|TIMESTAMP", help="only records written after this run or time")
+    export.add_argument("--since", metavar="RUN_ID|TIMESTAMP",
+                        help="only records written after this run (id or its start) or time; records only, "
+                             "no tombstones (see records --since)")
     export.set_defaults(func=cmd_export)
 
     status = command("status", "what the processed dir holds, how the last run went, what is not processed yet", """\
