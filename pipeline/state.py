@@ -5,6 +5,10 @@ quarantine) is committed in one transaction, so a run killed at any moment leave
 the previous state or the new one. SQLite's write-ahead log lets readers
 (``records.read_records``, ``newsdedup status``) read a consistent snapshot while a run
 writes, without blocking it.
+
+The database is the one the state URL names (``pipeline.state_backend``): the SQLite file
+``processed/state.sqlite`` by default, or a PostgreSQL database (``pipeline.state_pg``, which
+takes this module's SQL as it is written here).
 """
 
 from __future__ import annotations
