@@ -122,7 +122,8 @@ def connect_sqlite(path: Path, readonly: bool = False, processed_dir: Path | Non
 
     if readonly:
         if not path.exists():
-            raise StateError(f"no newsdedup state in {processed_dir or path} (run `newsdedup run` first)")
+            raise StateError(f"no newsdedup state in {processed_dir or path} (run `newsdedup run` first; a state "
+                             f"kept in another database is named by --state-url or ${STATE_URL_ENV})")
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     else:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
