@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import state_pg
+from pipeline import state_backend, state_pg
 from pipeline.catalog import read_passages
 from pipeline.check import check_processed
 from pipeline.ingest import CRASH_ENV, IngestSettings, run_ingest
@@ -207,3 +207,34 @@ def test_migrate_moves_a_sqlite_state_and_runs_go_on_from_it(seed_raw: Path, tmp
     run_ingest(raw, sqlite_copy)
     assert on_postgres == stable([json.loads(line) for line in _record_lines(sqlite_copy)])
     assert on_postgres == stable(part_records(processed))
+
+
+def test_two_cli_runs_from_two_working_copies_never_interleave(seed_raw: Path, tmp_path: Path, pg_url: str,
+                                                               sqlite_reference: tuple[Any, ...]) -> None:
+    # Two users' checkouts (each its own working dir and Prefect home) start `newsdedup run` at
+    # the same moment against one PostgreSQL state and one shared processed dir: one run
+    # commits, the other waits for the lock and then finds nothing new.
+    processed = tmp_path / "shared-processed"
+    copies = [tmp_path / "copy_a", tmp_path / "copy_b"]
+    procs = []
+    for copy in copies:
+        copy.mkdir()
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "run", "--raw-dir", str(seed_raw), "--processed-dir", str(processed),
+             "--wait", "240"], cwd=copy, env={k: v for k, v in os.environ.items() if k != "PREFECT_HOME"},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    try:
+        outputs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert sum("nothing new" in out for out in outputs) == 1, outputs
+    conn = state_backend.connect(processed, readonly=True)
+    try:
+        runs = conn.execute("SELECT seq, started_at, finished_at FROM runs ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+    assert len(runs) == 1  # the waiting run committed nothing over the first one
+    assert stable(list(read_records(processed))) == sqlite_reference[0]
