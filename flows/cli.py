@@ -69,9 +69,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_locked(args: argparse.Namespace, processed: Path, settings: Settings) -> int:
     from pipeline.check import repair_on_start
-    from pipeline.ingest import RunSummary, pending_files, summary_markdown
-    from pipeline.read import RawDirError
-    from pipeline.state import ProcessedDirLocked, preflight, rebind_raw_dir, state_exists
+    from pipeline.ingest import pending_files
+    from pipeline.state import preflight, rebind_raw_dir, state_exists
 
     check_state_database(processed)
     if args.rebind_raw_dir and state_exists(processed):
@@ -87,8 +86,30 @@ def _run_locked(args: argparse.Namespace, processed: Path, settings: Settings) -
               "(--force runs one anyway)")
         return 0
     _prefect_env()
+    with _embedded_flow_settings():
+        return _run_backlog(args, processed, settings)
+
+
+def _embedded_flow_settings() -> Any:
+    """No flow-run heartbeat in embedded mode: its temporary server lives only as long as this
+    process, so nothing is there to watch for a crashed run, and the heartbeat thread costs
+    each flow run of a backlog about 1 s to stop. Against a real server (PREFECT_API_URL), or
+    when set by the user, Prefect's setting stands."""
+    import contextlib
+
+    if os.environ.get("PREFECT_API_URL") or os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY"):
+        return contextlib.nullcontext()
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+
+
+def _run_backlog(args: argparse.Namespace, processed: Path, settings: Settings) -> int:
     from flows.cluster import DaskUnavailable
     from flows.ingest import ingest
+    from pipeline.ingest import RunSummary, summary_markdown
+    from pipeline.read import RawDirError
+    from pipeline.state import ProcessedDirLocked
 
     deferred_before = None
     while True:
@@ -96,8 +117,10 @@ def _run_locked(args: argparse.Namespace, processed: Path, settings: Settings) -
             options: dict[str, Any] = dict(settings.values)  # dask_workers among them (--dask-workers)
             if args.state_url:
                 options["state_url"] = args.state_url
+            # A backlog's runs follow each other at once: the HTML report (it reads the whole
+            # processed dir) is written by the last one only.
             result = ingest(raw_dir=args.raw_dir, processed_dir=args.processed_dir, lock_wait_seconds=args.wait,
-                            progress_bar=sys.stderr.isatty(),
+                            progress_bar=sys.stderr.isatty(), defer_html_report=not args.once,
                             dask_address=args.dask_address, **options)
         except ProcessedDirLocked as exc:
             print(f"newsdedup: {exc}", file=sys.stderr)
@@ -111,10 +134,22 @@ def _run_locked(args: argparse.Namespace, processed: Path, settings: Settings) -
         print(summary_markdown(RunSummary(**result)), end="")
         deferred = result["files_deferred"]
         # A large backlog is read in several runs, each bounded in memory (max_run_bytes).
-        if args.once or not deferred or (deferred_before is not None and deferred >= deferred_before):
+        if args.once or not deferred:
+            return 0
+        if deferred_before is not None and deferred >= deferred_before:
+            _write_html_report(processed)  # the runs deferred it; no run follows to write it
             return 0
         deferred_before = deferred
         print(f"\n{deferred} files left: running again\n")
+
+
+def _write_html_report(processed: Path) -> None:
+    from pipeline.report import write_report
+
+    try:
+        write_report(processed, processed / "report.html")
+    except Exception as exc:  # noqa: BLE001  # the runs are committed; only the report is missing
+        print(f"newsdedup: HTML report not written ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
 def _unreachable(address: str) -> str | None:

@@ -239,6 +239,7 @@ def ingest(
     progress_bar: bool = False,
     state_url: str | None = None,
     html_report: bool = True,
+    defer_html_report: bool = False,
     workers: int | None = None,
     threshold: float | None = None,
     extend_threshold: float | None = None,
@@ -272,6 +273,8 @@ def ingest(
     same report in processed_dir/last_run.md (with the numbers in last_run.json). With
     ``html_report``, also processed_dir/report.html (``newsdedup report``; it reads the whole
     processed dir: about 5-10 s per 100,000 records) and a table artifact of its top passages.
+    ``defer_html_report``: skip it when this run leaves files for the next one (a backlog read
+    in several runs back to back, ``newsdedup run``): the backlog's last run writes it once.
     """
     logger = get_run_logger()
     if state_url:
@@ -340,7 +343,7 @@ def ingest(
         if closing is not None:
             closing.join()
     create_markdown_artifact(report, key=REPORT_KEY, description=f"newsdedup ingest run #{summary.run_seq}")
-    if html_report:
+    if html_report and not (defer_html_report and summary.files_deferred):
         _html_report(Path(processed_dir), logger)
     logger.info("report: artifact %r, %s", REPORT_KEY, Path(processed_dir) / LAST_RUN_MD)
     return summary.as_dict()

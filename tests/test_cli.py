@@ -47,6 +47,7 @@ def test_run_reads_a_backlog_in_bounded_runs_then_records_and_status(seed_raw: P
     assert done.stdout.count("# newsdedup ingest run") >= 3
     assert (tmp_path / ".prefect").is_dir() and not (tmp_path / "home" / ".prefect").exists()
     assert "telemetry" not in done.stderr.lower()
+    assert (processed / "report.html").is_file()  # written once, by the backlog's last run
 
     listed = newsdedup("records", str(processed), env_home=home)
     records = [json.loads(line) for line in listed.stdout.splitlines()]

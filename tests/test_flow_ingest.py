@@ -134,3 +134,19 @@ def test_detection_settings_are_flow_parameters(seed_raw: Path, tmp_path: Path) 
     assert (default["repeats_flagged"], wider["records_rewritten"], wider["replayed_articles"]) == (6, 1, 5)
     state = ingest(raw_dir=str(seed_raw), processed_dir=str(processed), return_state=True, shingle_size=4)
     assert state.is_failed() and "newsdedup reindex" in state.message
+
+
+def test_a_backlog_run_defers_the_html_report_to_the_last_run(seed_raw: Path, tmp_path: Path) -> None:
+    processed = tmp_path / "processed"
+    _, first = _run(seed_raw, processed, max_run_bytes=6000, defer_html_report=True)
+    assert first["files_deferred"] > 0
+    assert not (processed / "report.html").exists()  # the next run writes it
+    while True:
+        _, result = _run(seed_raw, processed, max_run_bytes=6000, defer_html_report=True)
+        if not result["files_deferred"]:
+            break
+    assert (processed / "report.html").is_file()
+    # Without deferring, a run that leaves files for the next still writes it (a scheduled run).
+    other = tmp_path / "other"
+    _, first = _run(seed_raw, other, max_run_bytes=6000)
+    assert first["files_deferred"] > 0 and (other / "report.html").is_file()
