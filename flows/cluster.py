@@ -18,6 +18,7 @@ from prefect import Task
 from prefect.context import FlowRunContext
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from flows.by_reference import ByReference
 from pipeline.ingest import IngestSettings, PlannedFile, PreparedBatch, unpack_batch
 
 CONNECT_TIMEOUT_SECONDS = 10  # to reach a scheduler given by address
@@ -96,7 +97,7 @@ def prepare_on_cluster(runner: Any, task: Task[..., bytes], groups: list[list[Pl
     import distributed
 
     with temporary_settings(_worker_settings()):
-        futures = [runner.submit(task, {"group": group, "settings": settings}) for group in groups]
+        futures = [runner.submit(task, {"group": ByReference(group), "settings": settings}) for group in groups]
     index = {future.wrapped_future.key: i for i, future in enumerate(futures)}
     for done in distributed.as_completed([f.wrapped_future for f in futures], loop=runner.client.loop):
         i = index[done.key]
