@@ -8,10 +8,12 @@ added later to a subcommand go next to the others without repeating that.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sqlite3
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -86,8 +88,32 @@ def _run_locked(args: argparse.Namespace, processed: Path, settings: Settings) -
               "(--force runs one anyway)")
         return 0
     _prefect_env()
+    server = _start_temporary_server()  # meanwhile: the flow's imports, on the other core
     with _embedded_flow_settings():
-        return _run_backlog(args, processed, settings)
+        return _run_backlog(args, processed, settings, server)
+
+
+def _start_temporary_server() -> threading.Thread | None:
+    """Embedded mode (no PREFECT_API_URL): Prefect's temporary API server, started in the
+    background now rather than by the first flow call, so its 4-15 s start-up (a subprocess)
+    overlaps this process's imports. Joined before the flow: Prefect's own start then finds it
+    running (or, if it failed, starts it again and says why)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+
+    def start() -> None:
+        from prefect.settings import PREFECT_API_URL
+
+        if PREFECT_API_URL.value():  # set in a Prefect profile
+            return
+        from prefect.server.api.server import SubprocessASGIServer
+
+        with contextlib.suppress(Exception):
+            SubprocessASGIServer().start()
+
+    thread = threading.Thread(target=start, name="prefect-server-start", daemon=True)
+    thread.start()
+    return thread
 
 
 def _embedded_flow_settings() -> Any:
@@ -104,13 +130,16 @@ def _embedded_flow_settings() -> Any:
     return temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
-def _run_backlog(args: argparse.Namespace, processed: Path, settings: Settings) -> int:
+def _run_backlog(args: argparse.Namespace, processed: Path, settings: Settings,
+                 server: threading.Thread | None = None) -> int:
     from flows.cluster import DaskUnavailable
     from flows.ingest import ingest
     from pipeline.ingest import RunSummary, summary_markdown
     from pipeline.read import RawDirError
     from pipeline.state import ProcessedDirLocked
 
+    if server is not None:
+        server.join()
     deferred_before = None
     while True:
         try:

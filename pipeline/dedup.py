@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from datasketch import MinHash
 
 _TOKEN_RE = re.compile(r"\w+", re.UNICODE)
 
@@ -175,6 +174,10 @@ class MinHasher:
     chunk_shingles = 65536
 
     def __init__(self, num_perm: int = 128, seed: int = 1) -> None:
+        # Imported here: datasketch's package imports scipy (0.8 s), which every CLI command
+        # would pay for on start-up; only sketching needs it.
+        from datasketch import MinHash
+
         perms = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
         self.num_perm = num_perm
         self._a = np.asarray(perms[0], dtype=np.uint32)[:, None]
