@@ -653,7 +653,7 @@ def _write_decisions(conn: Any, units: SqliteUnits, items: list[_Item], decision
     for item, decision in zip(items, decisions, strict=True):
         record_id = item.article.record_id
         unit_rows += _unit_rows(item, decision)
-        if len(unit_rows) >= units.write_slice:  # written as they come: the rows of a whole run are ~0.5 KB each
+        if len(unit_rows) >= units.unit_write_slice:  # written as they come: a whole run's would be ~150 MB
             units.insert_units(unit_rows)
             unit_rows = []
         span_rows += _span_rows(record_id, decision)

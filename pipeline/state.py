@@ -364,8 +364,9 @@ class SqliteUnits:
     and the commit writes them (always inside the run's transaction)."""
 
     chunk = 500  # bound parameters per IN (...) query
-    write_slice = 200_000  # rows per executemany of a large write
-    FIRST_LOAD_GROWTH = 4  # a first load's filter holds this many times its keys before a rebuild
+    write_slice = 200_000  # rows per executemany of a large write (key rows: two ints each)
+    unit_write_slice = 20_000  # unit rows per executemany: ~0.7 KB each with their sketches
+    FIRST_LOAD_GROWTH = 3  # a first load's filter holds this many times its keys before a rebuild
 
     def __init__(self, conn: sqlite3.Connection, settings: DedupSettings, bloom: BloomFilter | None = None) -> None:
         self.conn = conn
@@ -458,14 +459,13 @@ class SqliteUnits:
             # A run with more new keys than keys_recent may hold (a first load) writes them to the
             # big table in one sorted pass: through keys_recent they would be written twice.
             table = "keys" if keys.size > RECENT_KEYS_MAX_ROWS else "keys_recent"
-            sorted_keys, sorted_uids = keys[order], uids[order]
-            del order
-            # In slices: Python lists of every key at once would cost ~70 bytes per key of RAM.
-            for first in range(0, sorted_keys.size, self.write_slice):
-                last = first + self.write_slice
+            # In slices, each gathered in key order only when written: Python lists of every key
+            # at once would cost ~70 bytes per key, sorted copies of both arrays 16.
+            for first in range(0, order.size, self.write_slice):
+                part = order[first : first + self.write_slice]
                 self.conn.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)",
-                                      zip(sorted_keys[first:last].tolist(), sorted_uids[first:last].tolist(),
-                                          strict=True))
+                                      zip(keys[part].tolist(), uids[part].tolist(), strict=True))
+            del order
             if table == "keys_recent":
                 recent += int(keys.size)
             if self.bloom is not None:
