@@ -709,19 +709,22 @@ def _record_files_and_quarantine(conn: Any, outcomes: list[FileOutcome], problem
     # Read once, not a query per file: the writes below then go out in batches (on PostgreSQL a
     # read between them costs a round trip each).
     stored = {row[0] for row in conn.execute("SELECT path FROM files")}
-    for o in outcomes:
-        if o.status == "unchanged":
-            conn.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (o.size, o.mtime_ns, o.path))
-            summary.files_unchanged += 1
-            continue
+    unchanged = [o for o in outcomes if o.status == "unchanged"]
+    read = [o for o in outcomes if o.status != "unchanged"]
+    # One statement per kind of write, each a batch (a statement per file cost ~0.2 ms each).
+    conn.executemany("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?",
+                     [(o.size, o.mtime_ns, o.path) for o in unchanged])
+    summary.files_unchanged += len(unchanged)
+    # New bytes: earlier quarantine entries for these files no longer apply.
+    conn.executemany("DELETE FROM quarantine WHERE path = ?", [(o.path,) for o in read])
+    conn.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     [(o.path, o.sha256, o.size, o.mtime_ns, o.status, o.reason, run.run_seq, run.processed_at)
+                      for o in read])
+    for o in read:
         if o.path not in stored:
             summary.files_new += 1
         elif o.changed:
             summary.files_changed += 1
-        # New bytes: earlier quarantine entries for this file no longer apply.
-        conn.execute("DELETE FROM quarantine WHERE path = ?", (o.path,))
-        conn.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                     (o.path, o.sha256, o.size, o.mtime_ns, o.status, o.reason, run.run_seq, run.processed_at))
         if o.status == "quarantined":
             summary.files_quarantined += 1
             kept = conn.execute("SELECT COUNT(*) FROM articles WHERE path = ?", (o.path,)).fetchone()[0]
