@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from prefect import Task
@@ -89,23 +91,76 @@ def _worker_settings() -> dict[Any, Any]:
     return {PREFECT_API_URL: str(url)} if url else {}
 
 
-def prepare_on_cluster(runner: Any, task: Task[..., bytes], groups: list[list[PlannedFile]],
-                       settings: IngestSettings) -> Iterator[tuple[int, Callable[[], PreparedBatch]]]:
+def open_cluster_in_background(workers: int, log: Callable[[str], None]) -> Future[Any]:
+    """``open_cluster`` for a LocalCluster of ``workers`` processes, in a thread: its workers take
+    2-4 s to start (each imports the library), time in which this process already prepares."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="dask-start")
+    future = pool.submit(open_cluster, workers, None, log)
+    pool.shutdown(wait=False)
+    return future
+
+
+def runner_of(cluster: Any) -> Any | None:
+    """The started runner of ``open_cluster`` or ``open_cluster_in_background`` (waiting for it),
+    or None if a background start failed (the caller has logged it)."""
+    if isinstance(cluster, Future):
+        try:
+            return cluster.result()
+        except DaskUnavailable:
+            return None
+    return cluster
+
+
+def prepare_on_cluster(cluster: Any, task: Task[..., bytes], groups: list[list[PlannedFile]],
+                       settings: IngestSettings, log: Callable[[str], None] | None = None,
+                       ) -> Iterator[tuple[int, Callable[[], PreparedBatch] | None]]:
     """(batch index, a call returning the batch or raising its failure), in the order batches
-    finish. A fetched batch is released on the cluster at once, so the workers hold only
-    unfetched ones and this process only what the run has prepared so far."""
-    import distributed
+    finish; or (batch index, None): this process prepares that batch itself, now.
 
-    with temporary_settings(_worker_settings()):
-        futures = [runner.submit(task, {"group": ByReference(group), "settings": settings}) for group in groups]
-    index = {future.wrapped_future.key: i for i, future in enumerate(futures)}
-    for done in distributed.as_completed([f.wrapped_future for f in futures], loop=runner.client.loop):
-        i = index[done.key]
-        future = futures[i]
-        futures[i] = None  # type: ignore[call-overload]  # released: its bytes leave the worker
+    This process takes part: the workers take batches from the front of the list, at most two
+    each ahead, and this process takes one from the back whenever none of theirs is finished.
+    So both cores of a 2-core machine prepare, and nobody waits at the end for a slow batch.
+    ``cluster`` may be a Future still starting (``open_cluster_in_background``): until it is up
+    this process prepares alone; if it fails, alone to the end (``log`` says so once).
 
-        def fetch(future: Any = future) -> PreparedBatch:
-            return unpack_batch(future.result())
+    A fetched batch is released on the cluster at once, so the workers hold only unfetched
+    ones and this process only what the run has prepared so far."""
+    pending = deque(range(len(groups)))
+    finishing = threading.Event()  # set by the cluster's thread when any batch finishes
+    inflight: dict[str, tuple[int, Any]] = {}
+    runner = None if isinstance(cluster, Future) else cluster
+    starting = cluster if isinstance(cluster, Future) else None
+    ahead = 0
+    while pending or inflight:
+        if starting is not None and starting.done():
+            try:
+                runner = starting.result()
+            except DaskUnavailable as exc:
+                if log:
+                    log(f"dask: {exc}; preparing in this process")
+            starting = None
+        if runner is not None:
+            if not ahead:
+                ahead = 2 * max(1, sum(runner.client.nthreads().values()))
+            with temporary_settings(_worker_settings()):
+                while pending and len(inflight) < ahead:
+                    i = pending.popleft()
+                    future = runner.submit(task, {"group": ByReference(groups[i]), "settings": settings})
+                    future.wrapped_future.add_done_callback(lambda _: finishing.set())
+                    inflight[future.wrapped_future.key] = (i, future)
+        finishing.clear()  # before looking: a batch finishing from now on wakes the wait below
+        finished = [key for key, (_, future) in inflight.items() if future.wrapped_future.done()]
+        for key in finished:
+            i, future = inflight.pop(key)
 
-        yield i, fetch
-        del done, future
+            def fetch(future: Any = future) -> PreparedBatch:
+                return unpack_batch(future.result())
+
+            yield i, fetch
+            del future
+        if finished:
+            continue
+        if pending:
+            yield pending.pop(), None
+        elif inflight:
+            finishing.wait()

@@ -59,7 +59,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.by_reference import ByReference
-from flows.cluster import close_cluster, open_cluster, prepare_on_cluster
+from flows.cluster import close_cluster, open_cluster, open_cluster_in_background, prepare_on_cluster, runner_of
 from pipeline.ingest import (
     LAST_RUN_MD,
     FileOutcome,
@@ -302,9 +302,12 @@ def ingest(
         effective = load_settings(given, override_label=lambda name: f"flow parameter {name}")
         settings = effective.ingest(lock_wait_seconds=lock_wait_seconds)
         dask_workers = int(effective["dask_workers"])
-        # The cluster is reached before the run takes the lock or writes anything.
-        if dask_address or dask_workers:
-            cluster = open_cluster(dask_workers or 0, dask_address, logger.info)
+        # A cluster given by address is reached before the run takes the lock or writes anything;
+        # a local one starts in the background while this process plans and prepares.
+        if dask_address:
+            cluster = open_cluster(0, dask_address, logger.info)
+        elif dask_workers:
+            cluster = open_cluster_in_background(dask_workers, logger.info)
         with _fewer_collections(), IngestRun(Path(raw_dir), Path(processed_dir), settings, run_id) as run:
             plan = plan_task(run)
             logger.info("plan: %d files seen, %d to read, %d unchanged, %d scan problems (%.2f s)",
@@ -320,13 +323,17 @@ def ingest(
                     progress.advance(len(group))
             else:
                 by_index: dict[int, list[PreparedBatch]] = {}
-                for i, fetch in prepare_on_cluster(cluster, prepare_on_worker_task, groups, settings):
+                here = 0
+                for i, fetch in prepare_on_cluster(cluster, prepare_on_worker_task, groups, settings, logger.warning):
                     by_index[i] = _prepare_group(run, groups[i], io_retries, io_retry_delay_seconds, logger, fetch)
+                    here += fetch is None
                     progress.advance(len(groups[i]))
                 prepared = [batch for i in sorted(by_index) for batch in by_index[i]]
+                logger.info("prepare: %d of %d batch(es) on the Dask cluster, %d in this process",
+                            len(groups) - here, len(groups), here)
                 # The commit runs here alone: the cluster stops meanwhile (joined before the flow ends).
-                cluster, started = None, cluster
-                closing = close_cluster(started, wait=False)
+                cluster, started = None, runner_of(cluster)
+                closing = close_cluster(started, wait=False) if started is not None else None
             progress.finish()
             # Wall time of the phase: on a cluster, the tasks' own timings overlap.
             run.summary.timings["prepare"] = round(time.perf_counter() - prepare_started, 3)
@@ -346,8 +353,8 @@ def ingest(
                                  key=REPORT_KEY, description="newsdedup ingest run: failed")
         raise
     finally:
-        if cluster is not None:
-            close_cluster(cluster)
+        if cluster is not None and (started := runner_of(cluster)) is not None:
+            close_cluster(started)
         if closing is not None:
             closing.join()
     create_markdown_artifact(report, key=REPORT_KEY, description=f"newsdedup ingest run #{summary.run_seq}")

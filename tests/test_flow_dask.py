@@ -181,3 +181,44 @@ def test_run_command_refuses_an_unreachable_cluster_in_one_line(
     err = capsys.readouterr().err
     assert err == f"newsdedup: cannot reach the Dask scheduler at {nobody}: Connection refused\n"
     assert not (tmp_path / "processed").exists()
+
+
+def test_this_process_shares_the_batches_with_the_cluster(corpus: tuple[Path, list[dict[str, Any]]]) -> None:
+    """prepare_on_cluster hands out every batch exactly once: to the workers from the front, to
+    this process (fetch None) from the back whenever no worker's batch is finished; a cluster
+    still starting in the background leaves every batch to this process until it is up."""
+    from prefect import flow
+
+    from flows.cluster import close_cluster, open_cluster, open_cluster_in_background, prepare_on_cluster
+    from flows.ingest import prepare_on_worker_task
+    from pipeline.ingest import PlannedFile
+    from pipeline.read import scan_raw
+
+    raw, _ = corpus
+    settings = IngestSettings(batch_size=1)
+
+    @flow
+    def share(background: bool) -> list[tuple[int, bool]]:
+        entries, _ = scan_raw(raw)
+        groups = [[PlannedFile(entry, 0, None)] for entry in sorted(entries, key=lambda e: e.path)]
+        cluster = open_cluster_in_background(1, print) if background else open_cluster(1, None, print)
+        handed: list[tuple[int, bool]] = []
+        try:
+            for i, fetch in prepare_on_cluster(cluster, prepare_on_worker_task, groups, settings):
+                if fetch is None:
+                    time.sleep(0.5)  # this process "prepares" slowly: the worker gets the most
+                else:
+                    assert fetch().files[0].path == groups[i][0].entry.path
+                handed.append((i, fetch is None))
+        finally:
+            close_cluster(cluster if not background else cluster.result())
+        assert sorted(i for i, _ in handed) == list(range(len(groups)))
+        return handed
+
+    handed = share(False)
+    on_cluster = [i for i, here in handed if not here]
+    in_process = [i for i, here in handed if here]
+    assert on_cluster and in_process
+    assert min(in_process) > min(on_cluster) and max(in_process) == len(handed) - 1  # from the back
+    early = share(True)
+    assert early[0] == (len(early) - 1, True)  # the cluster was not up yet: this process began
