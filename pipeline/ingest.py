@@ -233,9 +233,22 @@ def pending_paths(raw_dir: Path, processed_dir: Path) -> list[tuple[str, str]] |
     return sorted(pending)
 
 
-def batches(items: list[PlannedFile], size: int) -> Iterator[list[PlannedFile]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+BATCH_BYTES = 2 * 1024 * 1024  # raw bytes per batch at most (a larger file is a batch alone)
+
+
+def batches(items: list[PlannedFile], size: int, max_bytes: int = BATCH_BYTES) -> Iterator[list[PlannedFile]]:
+    """Consecutive batches of at most ``size`` files and ``max_bytes`` raw bytes: 200 HTML pages
+    are 30 MB and a minute of work, one task that no second process could share."""
+    batch: list[PlannedFile] = []
+    held = 0
+    for planned in items:
+        if batch and (len(batch) >= size or held + planned.entry.size > max_bytes):
+            yield batch
+            batch, held = [], 0
+        batch.append(planned)
+        held += planned.entry.size
+    if batch:
+        yield batch
 
 
 # --- prepare ---------------------------------------------------------------------------

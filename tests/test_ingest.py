@@ -536,3 +536,21 @@ def test_another_raw_dir_is_refused_and_the_quarantine_of_the_first_is_kept(seed
     assert str(seed_raw.resolve()) in str(refused.value) and str(extra.resolve()) in str(refused.value)
     assert stable(list(read_records(processed))) == records
     assert (processed / "quarantine.jsonl").read_text() == quarantine and "notes.docx" in quarantine
+
+
+def test_batches_are_bounded_in_files_and_in_raw_bytes() -> None:
+    from pipeline.ingest import PlannedFile, batches
+    from pipeline.read import RawEntry
+
+    def planned(name: str, size: int) -> PlannedFile:
+        return PlannedFile(RawEntry(name, Path("/raw") / name, size), 0, None)
+
+    small = [planned(f"a{i}.txt", 3_000) for i in range(5)]
+    assert [len(b) for b in batches(small, 2)] == [2, 2, 1]  # files per batch
+    pages = [planned(f"p{i}.html", 170_000) for i in range(30)]
+    sized = list(batches(pages, 200, max_bytes=1_000_000))
+    assert [len(b) for b in sized] == [5] * 6  # 5 pages of 170 KB fit in 1 MB, a 6th does not
+    huge = [planned("big.json", 5_000_000), *small[:2]]
+    assert [len(b) for b in batches(huge, 200, max_bytes=1_000_000)] == [1, 2]  # a large file alone
+    assert [p.entry.path for b in batches(pages + small, 200, max_bytes=1_000_000) for p in b] == \
+        [p.entry.path for p in pages + small]  # order kept, nothing lost
