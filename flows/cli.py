@@ -89,8 +89,13 @@ def _run_locked(args: argparse.Namespace, processed: Path, settings: Settings) -
         return 0
     _prefect_env()
     server = _start_temporary_server()  # meanwhile: the flow's imports, on the other core
-    with _embedded_flow_settings():
-        return _run_backlog(args, processed, settings, server)
+    from flows.cluster import close_standing
+
+    try:
+        with _embedded_flow_settings():
+            return _run_backlog(args, processed, settings, server)
+    finally:
+        close_standing()  # a cluster the last run kept for a next one that did not come
 
 
 def _start_temporary_server() -> threading.Thread | None:
@@ -150,6 +155,7 @@ def _run_backlog(args: argparse.Namespace, processed: Path, settings: Settings,
             # processed dir) is written by the last one only.
             result = ingest(raw_dir=args.raw_dir, processed_dir=args.processed_dir, lock_wait_seconds=args.wait,
                             progress_bar=sys.stderr.isatty(), defer_html_report=not args.once,
+                            prefetch_next_run=not args.once,
                             dask_address=args.dask_address, **options)
         except ProcessedDirLocked as exc:
             print(f"newsdedup: {exc}", file=sys.stderr)

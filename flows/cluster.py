@@ -111,6 +111,58 @@ def runner_of(cluster: Any) -> Any | None:
     return cluster
 
 
+# --- a cluster kept between the runs of one backlog ---------------------------------------
+#
+# `newsdedup run` reads a large backlog in several runs, one after the other in one process.
+# While a run commits (one process, one core), its local cluster stays up and prepares the
+# next run's first batches, as Prefect task runs of this run ("prefetch"); the next flow run
+# in this process finds the cluster and those batches here. A batch is used only for the same
+# files (path, size, mtime, known hash) and settings, so a raw dir that changed in between
+# costs the work, never a record.
+
+_standing: dict[str, Any] = {}  # "workers": int, "runner": started DaskTaskRunner, "prefetched": {key: future}
+
+
+def batch_key(group: list[PlannedFile], settings: IngestSettings) -> tuple[Any, ...]:
+    return (settings, tuple((p.entry.path, p.entry.size, p.mtime_ns, p.known_sha256, p.known) for p in group))
+
+
+def standing_cluster(workers: int) -> Any | None:
+    """The runner the previous run of this process kept up with ``workers`` workers, or None
+    (another size is closed)."""
+    if _standing and _standing["workers"] == workers:
+        return _standing["runner"]
+    close_standing()
+    return None
+
+
+def prefetch(runner: Any, task: Task[..., bytes], groups: list[list[PlannedFile]], settings: IngestSettings,
+             workers: int) -> int:
+    """Submits ``groups`` (the next run's batches) and keeps the cluster up for that run."""
+    prefetched = _standing.get("prefetched", {}) if _standing.get("runner") is runner else {}
+    with temporary_settings(_worker_settings()):
+        for group in groups:
+            key = batch_key(group, settings)
+            if key not in prefetched:
+                prefetched[key] = runner.submit(task, {"group": ByReference(group), "settings": settings})
+    _standing.update(workers=workers, runner=runner, prefetched=prefetched)
+    return len(groups)
+
+
+def release_standing(runner: Any) -> None:
+    """The caller closes ``runner`` itself: forget it (and its prefetched batches) if kept."""
+    if _standing.get("runner") is runner:
+        _standing.clear()
+
+
+def close_standing() -> None:
+    """Stops a kept cluster and drops what it prefetched (the end of a backlog, or a change)."""
+    runner = _standing.get("runner")
+    _standing.clear()
+    if runner is not None:
+        close_cluster(runner)
+
+
 def prepare_on_cluster(cluster: Any, task: Task[..., bytes], groups: list[list[PlannedFile]],
                        settings: IngestSettings, log: Callable[[str], None] | None = None,
                        ) -> Iterator[tuple[int, Callable[[], PreparedBatch] | None]]:
@@ -125,11 +177,21 @@ def prepare_on_cluster(cluster: Any, task: Task[..., bytes], groups: list[list[P
 
     A fetched batch is released on the cluster at once, so the workers hold only unfetched
     ones and this process only what the run has prepared so far."""
-    pending = deque(range(len(groups)))
     finishing = threading.Event()  # set by the cluster's thread when any batch finishes
     inflight: dict[str, tuple[int, Any]] = {}
     runner = None if isinstance(cluster, Future) else cluster
     starting = cluster if isinstance(cluster, Future) else None
+    # Batches the previous run of this process prefetched on this cluster are in flight already.
+    prefetched = _standing.pop("prefetched", {}) if runner is not None and _standing.get("runner") is runner else {}
+    pending: deque[int] = deque()
+    for i, group in enumerate(groups):
+        future = prefetched.pop(batch_key(group, settings), None)
+        if future is None:
+            pending.append(i)
+        else:
+            future.wrapped_future.add_done_callback(lambda _: finishing.set())
+            inflight[future.wrapped_future.key] = (i, future)
+    del prefetched  # the ones this run does not need: released on the cluster
     ahead = 0
     while pending or inflight:
         if starting is not None and starting.done():

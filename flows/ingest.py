@@ -59,7 +59,17 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.by_reference import ByReference
-from flows.cluster import close_cluster, open_cluster, open_cluster_in_background, prepare_on_cluster, runner_of
+from flows.cluster import (
+    close_cluster,
+    close_standing,
+    open_cluster,
+    open_cluster_in_background,
+    prefetch,
+    prepare_on_cluster,
+    release_standing,
+    runner_of,
+    standing_cluster,
+)
 from pipeline.ingest import (
     LAST_RUN_MD,
     FileOutcome,
@@ -248,6 +258,7 @@ def ingest(
     state_url: str | None = None,
     html_report: bool = True,
     defer_html_report: bool = False,
+    prefetch_next_run: bool = False,
     workers: int | None = None,
     threshold: float | None = None,
     extend_threshold: float | None = None,
@@ -281,6 +292,9 @@ def ingest(
     same report in processed_dir/last_run.md (with the numbers in last_run.json). With
     ``html_report``, also processed_dir/report.html (``newsdedup report``; it reads the whole
     processed dir: about 5-10 s per 100,000 records) and a table artifact of its top passages.
+    ``prefetch_next_run`` (with a local Dask cluster, ``dask_workers``): when this run leaves
+    files for the next one, the cluster stays up and prepares the next run's batches while this
+    run commits; the next flow run in this process uses them (``newsdedup run`` on a backlog).
     ``defer_html_report``: skip it when this run leaves files for the next one (a backlog read
     in several runs back to back, ``newsdedup run``): the backlog's last run writes it once.
     """
@@ -307,7 +321,9 @@ def ingest(
         if dask_address:
             cluster = open_cluster(0, dask_address, logger.info)
         elif dask_workers:
-            cluster = open_cluster_in_background(dask_workers, logger.info)
+            cluster = standing_cluster(dask_workers) or open_cluster_in_background(dask_workers, logger.info)
+        else:
+            close_standing()
         with _fewer_collections(), IngestRun(Path(raw_dir), Path(processed_dir), settings, run_id) as run:
             plan = plan_task(run)
             logger.info("plan: %d files seen, %d to read, %d unchanged, %d scan problems (%.2f s)",
@@ -331,9 +347,17 @@ def ingest(
                 prepared = [batch for i in sorted(by_index) for batch in by_index[i]]
                 logger.info("prepare: %d of %d batch(es) on the Dask cluster, %d in this process",
                             len(groups) - here, len(groups), here)
-                # The commit runs here alone: the cluster stops meanwhile (joined before the flow ends).
                 cluster, started = None, runner_of(cluster)
-                closing = close_cluster(started, wait=False) if started is not None else None
+                if started is not None and prefetch_next_run and plan.deferred and not dask_address:
+                    # The next run follows at once: the cluster stays up and prepares its first
+                    # batches while this run commits.
+                    next_groups = list(batches(plan.next_run(settings.max_run_bytes), settings.batch_size))
+                    logger.info("prepare: the next run's %d batch(es) go to the Dask cluster while this run commits",
+                                prefetch(started, prepare_on_worker_task, next_groups, settings, dask_workers))
+                elif started is not None:
+                    # The commit runs here alone: the cluster stops meanwhile (joined before the flow ends).
+                    release_standing(started)
+                    closing = close_cluster(started, wait=False)
             progress.finish()
             # Wall time of the phase: on a cluster, the tasks' own timings overlap.
             run.summary.timings["prepare"] = round(time.perf_counter() - prepare_started, 3)
@@ -354,6 +378,7 @@ def ingest(
         raise
     finally:
         if cluster is not None and (started := runner_of(cluster)) is not None:
+            release_standing(started)
             close_cluster(started)
         if closing is not None:
             closing.join()

@@ -98,6 +98,11 @@ class Plan:
     seen: int
     deferred: int = 0  # files left for the next run (max_run_bytes)
     present: set[str] = field(default_factory=set)  # every path found under the raw dir
+    later: list[PlannedFile] = field(default_factory=list)  # the deferred files, in scan order
+
+    def next_run(self, max_run_bytes: int | None) -> list[PlannedFile]:
+        """The files the next run will read, if raw/ does not change meanwhile."""
+        return within_budget(self.later, max_run_bytes)[0]
 
 
 @dataclass
@@ -181,22 +186,35 @@ def plan_run(raw_dir: Path, store: Store, max_run_bytes: int | None = None) -> P
     Past ``max_run_bytes`` of them, the rest is deferred to the next run."""
     entries, problems = scan_raw(raw_dir)
     known = store.known_files()
-    to_read: list[PlannedFile] = []
-    unchanged = deferred = 0
-    budget = 0
+    wanted: list[PlannedFile] = []
+    unchanged = 0
     for entry in entries:
         mtime_ns = entry.abs_path.stat().st_mtime_ns
         row = known.get(entry.path)
         if row is not None and row["size"] == entry.size and row["mtime_ns"] == mtime_ns:
             unchanged += 1
             continue
-        if max_run_bytes is not None and to_read and budget + entry.size > max_run_bytes:
-            deferred += 1
-            continue
-        budget += entry.size
-        to_read.append(PlannedFile(entry, mtime_ns, row["sha256"] if row is not None else None, row is not None))
+        wanted.append(PlannedFile(entry, mtime_ns, row["sha256"] if row is not None else None, row is not None))
+    to_read, later = within_budget(wanted, max_run_bytes)
     present = {e.path for e in entries} | {p.path for p in problems}
-    return Plan(to_read, unchanged, problems, len(entries) + len(problems), deferred, present)
+    return Plan(to_read, unchanged, problems, len(entries) + len(problems), len(later), present, later)
+
+
+def within_budget(files: list[PlannedFile], max_run_bytes: int | None) -> tuple[list[PlannedFile], list[PlannedFile]]:
+    """(the files one run reads, the files deferred): in order, each file that still fits in
+    ``max_run_bytes`` (the first always does, however large)."""
+    if max_run_bytes is None:
+        return files, []
+    chosen: list[PlannedFile] = []
+    deferred: list[PlannedFile] = []
+    budget = 0
+    for planned in files:
+        if chosen and budget + planned.entry.size > max_run_bytes:
+            deferred.append(planned)
+            continue
+        budget += planned.entry.size
+        chosen.append(planned)
+    return chosen, deferred
 
 
 def pending_files(raw_dir: Path, processed_dir: Path) -> int | None:

@@ -222,3 +222,40 @@ def test_this_process_shares_the_batches_with_the_cluster(corpus: tuple[Path, li
     assert min(in_process) > min(on_cluster) and max(in_process) == len(handed) - 1  # from the back
     early = share(True)
     assert early[0] == (len(early) - 1, True)  # the cluster was not up yet: this process began
+
+
+def test_a_backlog_run_keeps_its_cluster_to_prepare_the_next_run(corpus: tuple[Path, list[dict[str, Any]]],
+                                                                  tmp_path: Path) -> None:
+    """With prefetch_next_run, a run that leaves files for the next keeps its local cluster up,
+    which prepares the next run's batches while this run commits; the next run (in this
+    process) takes them, the last run stops the cluster, and the records are those of one run
+    without Dask."""
+    import flows.cluster
+    from flows.cluster import batch_key
+    from pipeline.dedup import DedupSettings
+    from pipeline.ingest import batches, plan_run
+    from pipeline.state import Store
+
+    raw, expected = corpus
+    processed = tmp_path / "processed"
+    runs = 0
+    prefetched_batches = []
+    while True:
+        state = _run(raw, processed, dask_workers=1, prefetch_next_run=True, max_run_bytes=6_000)
+        assert state.is_completed(), state.message
+        runs += 1
+        if not state.result()["files_deferred"]:
+            break
+        kept = flows.cluster._standing
+        assert kept["workers"] == 1 and kept["runner"] is not None
+        prefetched_batches.append(len(kept["prefetched"]))
+        # Exactly the batches the next run will plan, so that it takes them all.
+        store = Store(processed, DedupSettings(), raw)
+        try:
+            upcoming = list(batches(plan_run(raw, store, 6_000).to_read, BATCH_SIZE))
+        finally:
+            store.close()
+        assert {files for _, files in kept["prefetched"]} == {batch_key(g, None)[1] for g in upcoming}
+    assert runs >= 3 and all(prefetched_batches)
+    assert flows.cluster._standing == {}  # the last run stopped it
+    assert _stable(processed) == expected
