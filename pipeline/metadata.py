@@ -9,15 +9,20 @@ gives it, no outlet from "told Reuters" inside the body.
 from __future__ import annotations
 
 import html as html_lib
+import math
 import re
+import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
+from typing import NamedTuple
 
+import numpy as np
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-from pipeline.clean import MONTHS, MONTHS_FOREIGN, CleanDocument, Furniture
+from pipeline.clean import MONTHS, MONTHS_FOREIGN, CleanDocument, Furniture, Paragraph
 from pipeline.read import Document
 
 _MONTH_NUMBERS = {
@@ -286,21 +291,38 @@ def _apply_byline(meta: Metadata, fields: dict[str, str]) -> None:
             meta.author = meta.author or fields["by"]
 
 
-def extract_metadata(doc: Document, cleaned: CleanDocument) -> Metadata:
-    """What the container and the text state about one article."""
+def extract_metadata(doc: Document, cleaned: CleanDocument, detect: bool = True) -> Metadata:
+    """What the container and the text state about one article.
+
+    ``detect=False`` leaves ``language`` as stated (or None), for ``settle_languages`` to
+    settle over a whole batch of articles in one detection."""
     meta = _stated_metadata(doc.meta)
     _apply_furniture(meta, cleaned.furniture)
     if meta.published is None:
         meta.published = _published_from_furniture(cleaned.furniture)
     if meta.published is None:
         meta.published = _published_from_dateline(cleaned.furniture)
-    body = " ".join(p.text for p in cleaned.paragraphs)
-    if meta.language is None:
-        meta.language = detect_language(body)
-    elif (detected := detect_language(body, min_confidence=SURE_LANGUAGE_CONFIDENCE)) and detected != meta.language:
-        # A template's lang="en" on a German page: the text itself is the better witness.
-        meta.language = detected
+    if detect:
+        settle_languages([meta], [body_text(cleaned.paragraphs)])
     return meta
+
+
+def body_text(paragraphs: Sequence[Paragraph]) -> str:
+    """The text whose language an article is detected in."""
+    return " ".join(p.text for p in paragraphs)
+
+
+def settle_languages(metas: Sequence[Metadata], bodies: Sequence[str]) -> None:
+    """Each article's language from its text (``body_text``), in one batch detection: the
+    detected one when none is stated; a stated one is overruled only when the model is sure
+    of another. Raises before changing any ``meta`` if the detection does."""
+    detected = detect_languages(bodies, [0.0 if m.language is None else SURE_LANGUAGE_CONFIDENCE for m in metas])
+    for meta, language in zip(metas, detected, strict=True):
+        if meta.language is None:
+            meta.language = language
+        elif language and language != meta.language:
+            # A template's lang="en" on a German page: the text itself is the better witness.
+            meta.language = language
 
 
 def _published_from_dateline(furniture: list[Furniture]) -> str | None:
@@ -323,8 +345,9 @@ def _published_from_dateline(furniture: list[Furniture]) -> str | None:
 # --- language -------------------------------------------------------------------------
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
-_LETTER_RE = re.compile(r"[^\W\d_]")
 MIN_LANGUAGE_LETTERS = 20  # fewer letters than this: too short to tell
+# At least that many letters ([^\W\d_]); a match stops at the 20th instead of finding them all.
+_ENOUGH_LETTERS_RE = re.compile(rf"(?:[\W\d_]*[^\W\d_]){{{MIN_LANGUAGE_LETTERS}}}")
 MIN_LANGUAGE_CONFIDENCE = 0.5
 SURE_LANGUAGE_CONFIDENCE = 0.99  # needed to overrule a stated language
 
@@ -335,16 +358,126 @@ def _identifier() -> LanguageIdentifier:
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
+class _Dfa(NamedTuple):
+    """py3langid's byte DFA as numpy arrays (views of the identifier's own, no copy of the 39 MB table)."""
+
+    nextmove: np.ndarray  # state row base + byte -> next state
+    rowbase: np.ndarray  # state -> its row's offset in nextmove
+    output: np.ndarray  # state -> feature it emits, or -1
+    aliases: list[tuple[int, int]]  # (first, other) columns of one label (srl -> sr), as py3langid pairs them
+
+
+@lru_cache(maxsize=1)
+def _dfa() -> _Dfa:
+    ident = _identifier()
+    nextmove = np.frombuffer(ident.tk_nextmove, dtype=f"u{ident.tk_nextmove.itemsize}")
+    rows = np.frombuffer(ident.tk_row, dtype=f"u{ident.tk_row.itemsize}")
+    first: dict[str, int] = {}
+    aliases = [(first[c], i) for i, c in enumerate(ident.nb_classes) if first.setdefault(c, i) != i]
+    return _Dfa(nextmove, rows.astype(np.intp) << 8, np.asarray(ident.tk_output, dtype=np.intp), aliases)
+
+
+def _encode(sample: str) -> bytes:
+    """The bytes py3langid's ``_encode`` classifies (all-caps lowered, NFC, lone surrogates kept)."""
+    if sample.isupper():
+        sample = sample.lower()
+    return unicodedata.normalize("NFC", sample).encode("utf8", errors="surrogatepass")
+
+
+class _Visits(NamedTuple):
+    """The DFA features each text visits: text i's are ``[bounds[i]:bounds[i + 1]]``, in
+    first-visit order (the order of py3langid's ``visit_counts`` Counter, which fixes the
+    order of the score's float sums)."""
+
+    features: np.ndarray
+    counts: np.ndarray
+    bounds: np.ndarray
+
+
+def _visits(encoded: Sequence[bytes]) -> _Visits:
+    """The walk steps every text's state together, one byte position at a time: a few numpy
+    operations per position instead of a Python loop per byte of every text."""
+    dfa = _dfa()
+    n = len(encoded)
+    lengths = np.fromiter(map(len, encoded), dtype=np.intp, count=n)
+    order = np.argsort(-lengths, kind="stable")  # longest first: the texts still walking are a prefix
+    walk_lengths = lengths[order]
+    longest = int(walk_lengths[0]) if n else 0
+    padded = b"".join(encoded[i].ljust(longest, b"\0") for i in order.tolist())
+    by_position = np.frombuffer(padded, dtype=np.uint8).reshape(n, longest).T.copy()
+    walking = np.searchsorted(-walk_lengths, -np.arange(longest), side="right")  # texts longer than each position
+    visited = np.zeros((longest, n), dtype=dfa.nextmove.dtype)
+    state = np.zeros(n, dtype=np.intp)
+    for position, count in enumerate(walking.tolist()):
+        state = dfa.nextmove[dfa.rowbase[state[:count]] + by_position[position, :count]]
+        visited[position, :count] = state
+    emitted = dfa.output[visited.T]  # walk order x position
+    emitted[np.arange(longest) >= walk_lengths[:, None]] = -1  # past a text's end
+    rows, positions = np.nonzero(emitted >= 0)
+    nfeat, width = len(_identifier().nb_ptc), max(longest, 1)
+    # One sort of (text, feature, position) keys gives every text's counts and first visits.
+    keys = np.sort((order[rows] * nfeat + emitted[rows, positions]) * width + positions)
+    pairs = keys // width  # text * nfeat + feature
+    starts = np.flatnonzero(np.diff(pairs, prepend=-1))
+    counts = np.diff(starts, append=keys.size)
+    first = keys[starts] % width
+    pairs = pairs[starts]
+    texts = pairs // nfeat
+    by_visit = np.argsort(texts * width + first)
+    bounds = np.searchsorted(texts[by_visit], np.arange(n + 1))
+    return _Visits((pairs % nfeat)[by_visit], counts[by_visit], bounds)
+
+
+def _classify(encoded_len: int, counts: np.ndarray, weights: np.ndarray) -> tuple[str, float]:
+    """py3langid's ``classify`` (norm_probs=True) from one text's visit counts and the model
+    rows of its features, with its very arithmetic: float32 scores, the same operations in
+    the same order on arrays of the same shapes, so the same floats come out."""
+    ident = _identifier()
+    if counts.size:
+        scores = np.log1p(counts.astype(np.float32)) @ weights + ident.nb_pc
+    else:
+        scores = np.full(len(ident.nb_classes), 0.0, dtype=np.float32)
+    scores *= 1.0 / math.sqrt(encoded_len or 1)
+    np.exp(scores - scores.max(), out=scores)
+    scores /= scores.sum()
+    for i, j in _dfa().aliases:  # script variants of one language add up
+        scores[i] += scores[j]
+        scores[j] = 0.0
+    best = int(scores.argmax())
+    return ident.nb_classes[best], float(scores[best])
+
+
+def _classify_samples(samples: Sequence[str]) -> list[tuple[str, float]]:
+    """py3langid's ``classify(sample)`` (language, confidence) for each sample, bit for bit,
+    from one vectorised DFA walk over all of them (py3langid walks each text's bytes in a
+    Python loop)."""
+    encoded = [_encode(sample) for sample in samples]
+    visits = _visits(encoded)
+    # The model's float16 rows, cast once per batch for the features any text visits:
+    # py3langid's float32 @ float16 matmul casts the rows to float32 (exactly) and multiplies those.
+    used, local = np.unique(visits.features, return_inverse=True)
+    weights = _identifier().nb_ptc[used].astype(np.float32)
+    return [_classify(len(data), visits.counts[visits.bounds[n]:visits.bounds[n + 1]],
+                      weights[local[visits.bounds[n]:visits.bounds[n + 1]]])
+            for n, data in enumerate(encoded)]
+
+
+def detect_languages(texts: Sequence[str], min_confidences: Sequence[float]) -> list[str | None]:
+    """``detect_language`` for each text with its own ``min_confidence``, in one batch."""
+    if len(texts) != len(min_confidences):
+        raise ValueError("one min_confidence per text")
+    samples = [text[:400] for text in texts]  # the classifier's cost grows with the text; 400 characters decide
+    asked = [i for i, sample in enumerate(samples) if _ENOUGH_LETTERS_RE.match(sample)]
+    languages: list[str | None] = [None] * len(texts)
+    for i, (lang, confidence) in zip(asked, _classify_samples([samples[i] for i in asked]), strict=True):
+        if confidence < max(min_confidences[i], MIN_LANGUAGE_CONFIDENCE):
+            continue
+        # Azerbaijani is the only one of these written with the schwa; the model can take it for Turkish.
+        languages[i] = "az" if lang == "tr" and samples[i].casefold().count("ə") >= 3 else str(lang)
+    return languages
+
+
 def detect_language(text: str, min_confidence: float = 0.0) -> str | None:
     """ISO 639-1 code of a text (py3langid, 97 languages); None when it is too short or the
     model is not confident."""
-    sample = text[:400]  # the classifier's cost grows with the text; 400 characters decide
-    if len(_LETTER_RE.findall(sample)) < MIN_LANGUAGE_LETTERS:
-        return None
-    lang, confidence = _identifier().classify(sample)
-    if confidence < max(min_confidence, MIN_LANGUAGE_CONFIDENCE):
-        return None
-    # Azerbaijani is the only one of these written with the schwa; the model can take it for Turkish.
-    if lang == "tr" and sample.casefold().count("ə") >= 3:
-        return "az"
-    return str(lang)
+    return detect_languages([text], [min_confidence])[0]

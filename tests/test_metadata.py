@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
 from pipeline.clean import Furniture, clean_document
-from pipeline.metadata import _published_from_dateline, detect_language, extract_metadata, parse_published
-from pipeline.read import Document, RawEntry, parse
+from pipeline.metadata import (
+    MIN_LANGUAGE_CONFIDENCE,
+    MIN_LANGUAGE_LETTERS,
+    SURE_LANGUAGE_CONFIDENCE,
+    Metadata,
+    _classify_samples,
+    _published_from_dateline,
+    body_text,
+    detect_language,
+    detect_languages,
+    extract_metadata,
+    parse_published,
+    settle_languages,
+)
+from pipeline.read import BadInput, Document, RawEntry, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 RAW = ROOT / "raw"
@@ -359,3 +374,160 @@ def test_an_agency_dateline_prefix_leaves_paragraph_0_and_the_text(tmp_path: Pat
     assert (record["dateline"], record["outlet"]) == ("VELMORA", "Meridian News")
     assert record["paragraphs"][0]["text"] == "The council met on Monday to discuss the port."
     assert "VELMORA" not in record["text"] and "Meridian" not in record["text"]
+
+
+# --- language in batches: py3langid's own answers, bit for bit -----------------------------
+
+# Written for these tests: news-like sentences in many scripts, and texts at the edges.
+SCRIPTS = {
+    "en": "The harbour authority said on Tuesday that the northern pier would reopen in April after repairs "
+          "to the sea wall, which was damaged in the winter storms.",
+    "de": "Der Stadtrat hat am Dienstag den Haushalt für den Hafen beschlossen; die Arbeiten an der nördlichen "
+          "Mole sollen im April beginnen und zwei Jahre dauern.",
+    "fr": "Le conseil municipal a adopté mardi le budget du port après un long débat qui s'est prolongé "
+          "jusqu'à minuit, selon un communiqué de la mairie.",
+    "es": "El ayuntamiento aprobó el martes el presupuesto del puerto tras un largo debate; las obras del "
+          "muelle norte empezarán en abril, dijo la alcaldesa.",
+    "it": "Il consiglio comunale ha approvato martedì il bilancio del porto dopo un lungo dibattito, e i lavori "
+          "sul molo nord inizieranno ad aprile.",
+    "pt": "A câmara municipal aprovou na terça-feira o orçamento do porto depois de um longo debate, e as obras "
+          "no cais norte começam em abril.",
+    "nl": "De gemeenteraad heeft dinsdag de begroting voor de haven goedgekeurd na een lang debat dat tot na "
+          "middernacht duurde, meldde de burgemeester.",
+    "pl": "Rada miasta zatwierdziła we wtorek budżet portu po długiej debacie, a prace przy północnym molo "
+          "rozpoczną się w kwietniu, powiedziała burmistrz.",
+    "cs": "Městská rada v úterý schválila rozpočet přístavu po dlouhé debatě a práce na severním molu začnou "
+          "v dubnu, uvedla starostka.",
+    "tr": "Belediye meclisi salı günü uzun bir tartışmanın ardından liman bütçesini onayladı; kuzey iskelesindeki "
+          "çalışmalar nisanda başlayacak.",
+    "az": "Şəhər şurası çərşənbə axşamı uzun müzakirədən sonra liman büdcəsini təsdiq edib, şimal körpüsündə "
+          "işlər aprel ayında başlayacaq.",
+    "ru": "Городской совет во вторник утвердил бюджет порта после долгих споров, а работы на северном причале "
+          "начнутся в апреле, сообщила мэр.",
+    "uk": "Міська рада у вівторок затвердила бюджет порту після тривалих дебатів, а роботи на північному "
+          "причалі почнуться у квітні.",
+    "bg": "Общинският съвет одобри във вторник бюджета на пристанището след дълъг дебат, а работата по "
+          "северния кей ще започне през април.",
+    "sr": "Градско веће је у уторак усвојило буџет луке после дуге расправе, а радови на северном пристаништу "
+          "почињу у априлу.",
+    "el": "Το δημοτικό συμβούλιο ενέκρινε την Τρίτη τον προϋπολογισμό του λιμανιού μετά από μακρά συζήτηση, "
+          "και οι εργασίες στη βόρεια προβλήτα ξεκινούν τον Απρίλιο.",
+    "ar": "وافق المجلس البلدي يوم الثلاثاء على ميزانية الميناء بعد نقاش طويل، وستبدأ الأعمال في الرصيف الشمالي "
+          "في شهر أبريل المقبل.",
+    "fa": "شورای شهر روز سه‌شنبه پس از بحثی طولانی بودجه بندر را تصویب کرد و کار روی اسکله شمالی از فروردین "
+          "آغاز می‌شود.",
+    "he": "מועצת העיר אישרה ביום שלישי את תקציב הנמל לאחר דיון ארוך, והעבודות במזח הצפוני יתחילו באפריל.",
+    "hi": "नगर परिषद ने मंगलवार को लंबी बहस के बाद बंदरगाह का बजट मंजूर किया और उत्तरी घाट पर काम अप्रैल में "
+          "शुरू होगा।",
+    "zh": "市议会周二在长时间辩论后批准了港口预算，北码头的维修工程将于四月开始，预计持续两年。",
+    "ja": "市議会は火曜日、長い議論の末に港の予算を承認した。北側の桟橋の工事は四月に始まる予定だという。",
+    "ko": "시의회는 화요일 긴 논쟁 끝에 항구 예산을 승인했으며 북쪽 부두 공사는 4월에 시작될 예정이라고 밝혔다.",
+    "th": "สภาเมืองอนุมัติงบประมาณท่าเรือเมื่อวันอังคารหลังการอภิปรายอันยาวนาน และงานที่ท่าเรือด้านเหนือจะเริ่มในเดือนเมษายน",
+    "ka": "ქალაქის საბჭომ სამშაბათს ხანგრძლივი დებატების შემდეგ პორტის ბიუჯეტი დაამტკიცა.",
+    "hy": "Քաղաքային խորհուրդը երեքշաբթի օրը երկար քննարկումից հետո հաստատեց նավահանգստի բյուջեն։",
+}
+EDGES = [
+    "", " ", "a", "Baku", "12 345 678", "— … —", "\x00\x00 null bytes \x00 in the middle of a sentence here",
+    "abcdefghijklmnopqrs", "abcdefghijklmnopqrst", "a1b2c3d4e5f6g7h8i9j0k_l_m_n_o_p_q_r_s_t", "a_" * 19 + "b",
+    "THE HARBOUR AUTHORITY SAID ON TUESDAY THAT THE PIER WOULD REOPEN IN APRIL",
+    "ГОРОДСКОЙ СОВЕТ УТВЕРДИЛ БЮДЖЕТ ПОРТА ПОСЛЕ ДОЛГИХ СПОРОВ",
+    "İSTANBUL'DA BELEDİYE MECLİSİ LİMAN BÜTÇESİNİ ONAYLADI",  # lower() makes "İ" two code points
+    "Cafe\u0301 de\u0301ja\u0300 vu: la re\u0301union a dure\u0301 jusqu'a\u0300 minuit",  # NFD: NFC changes it
+    "Ferry crews returned to work \ud83d on Wednesday after a lone surrogate \udc00 and more words",
+    "Port budget approved 🚢⚓️ — crews back at work on the northern pier in April 🎉🎉",
+    "Hafen Порт Λιμάνι 港口 ميناء harbour port budget бюджет προϋπολογισμός 预算 ميزانية",
+    "Die Regierung said on Tuesday que le port sera rouvert en abril, según la alcaldesa.",
+    "https://example.org/news/2024/03/05/harbour-budget-approved?utm_source=feed&id=12345",
+    "Ja, gut. Okay. Fine. Bien. Bueno. Хорошо. Καλά. 好的。",
+]
+
+
+def reference_language(identifier: LanguageIdentifier, text: str, min_confidence: float) -> str | None:
+    """What ``detect_language`` did before batches, on py3langid's per-text ``classify``."""
+    sample = text[:400]
+    if len(re.findall(r"[^\W\d_]", sample)) < MIN_LANGUAGE_LETTERS:
+        return None
+    lang, confidence = identifier.classify(sample)
+    if confidence < max(min_confidence, MIN_LANGUAGE_CONFIDENCE):
+        return None
+    if lang == "tr" and sample.casefold().count("ə") >= 3:
+        return "az"
+    return str(lang)
+
+
+@pytest.fixture(scope="module")
+def identifier() -> LanguageIdentifier:
+    """py3langid's own identifier, separate from the pipeline's."""
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def variants(texts: list[str]) -> list[str]:
+    """Each text whole, all caps, cut at several lengths, doubled past 400 characters, and joined to the next."""
+    out = []
+    for text, following in zip(texts, texts[1:] + texts[:1], strict=True):
+        out += [text, text.upper(), text[:25], text[:60], text[: len(text) // 2], (text + " ") * 4,
+                text + " " + following]
+    return out
+
+
+def fixture_bodies() -> list[tuple[str, str]]:
+    """(body, stated language) of every article of the seeds and test fixtures, read and cleaned as ingest does."""
+    paths = sorted([*RAW.glob("*.txt"), *INPUTS.iterdir(), *(Path(__file__).parent / "fixtures" / "html").rglob("*")])
+    out = []
+    for path in paths:
+        if not path.is_file() or path.suffix not in {".txt", ".html", ".json", ".jsonl"}:
+            continue
+        try:
+            docs, _ = parse(RawEntry(path.name, path, path.stat().st_size), path.read_bytes())
+        except BadInput:  # a fixture ingest quarantines
+            continue
+        for doc in docs:
+            cleaned = clean_document(doc)
+            out.append((body_text(cleaned.paragraphs), extract_metadata(doc, cleaned, detect=False).language))
+    return out
+
+
+def test_one_batch_classifies_every_text_exactly_as_py3langid(identifier: LanguageIdentifier) -> None:
+    texts = variants(list(SCRIPTS.values())) + EDGES + [body for body, _ in fixture_bodies()]
+    samples = [text[:400] for text in texts]
+    # the language and the float confidence, bit for bit, whatever else is in the batch
+    assert _classify_samples(samples) == [identifier.classify(sample) for sample in samples]
+    assert _classify_samples(samples[::-1]) == [identifier.classify(sample) for sample in samples[::-1]]
+
+
+@pytest.mark.parametrize("min_confidence", [0.0, 0.5, 0.9, SURE_LANGUAGE_CONFIDENCE])
+def test_detect_languages_is_detect_language_of_before(identifier: LanguageIdentifier, min_confidence: float) -> None:
+    texts = variants(list(SCRIPTS.values())) + EDGES
+    expected = [reference_language(identifier, text, min_confidence) for text in texts]
+    assert detect_languages(texts, [min_confidence] * len(texts)) == expected
+    assert [detect_language(text, min_confidence) for text in texts] == expected
+
+
+def test_the_batch_texts_are_in_the_languages_they_are_written_in() -> None:
+    # so the comparisons above exercise many languages and scripts, not one answer throughout
+    assert detect_languages(list(SCRIPTS.values()), [0.0] * len(SCRIPTS)) == list(SCRIPTS)
+
+
+def test_each_text_gets_its_own_threshold(identifier: LanguageIdentifier) -> None:
+    texts = variants(list(SCRIPTS.values())) + EDGES
+    thresholds = [(0.0, 0.7, SURE_LANGUAGE_CONFIDENCE)[i % 3] for i in range(len(texts))]
+    assert detect_languages(texts, thresholds) == [
+        reference_language(identifier, text, threshold) for text, threshold in zip(texts, thresholds, strict=True)]
+    with pytest.raises(ValueError):
+        detect_languages(texts, thresholds[:-1])
+
+
+def test_fixture_languages_settled_in_one_batch_are_those_extract_metadata_gives(
+        identifier: LanguageIdentifier) -> None:
+    bodies = fixture_bodies()
+    metas = [Metadata(language=stated) for _, stated in bodies]
+    settle_languages(metas, [body for body, _ in bodies])
+    expected = []
+    for body, stated in bodies:
+        if stated is None:
+            expected.append(reference_language(identifier, body, 0.0))
+        else:
+            sure = reference_language(identifier, body, SURE_LANGUAGE_CONFIDENCE)
+            expected.append(sure if sure and sure != stated else stated)
+    assert [m.language for m in metas] == expected
+    assert len(bodies) > 40 and {"en", "de", "fr", "ru"} <= set(expected)
