@@ -17,7 +17,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from pipeline.bloom import BLOOM_FILE
 from pipeline.check import quick_repair
 from pipeline.clean import Paragraph, clean_document
 from pipeline.dedup import DedupSettings, band_keys
-from pipeline.metadata import Metadata, extract_metadata
+from pipeline.metadata import Metadata, body_text, extract_metadata, settle_languages
 from pipeline.read import DEFAULT_MAX_BYTES, BadInput, Problem, RawEntry, parse, read_bytes, scan_raw, sha256_bytes
 from pipeline.records import (
     RECORDS_DIR,
@@ -275,10 +275,13 @@ def batches(items: list[PlannedFile], size: int, max_bytes: int = BATCH_BYTES) -
 def prepare_batch(files: Iterable[PlannedFile], settings: IngestSettings) -> PreparedBatch:
     """Read, clean, extract metadata and sketch a batch of files (no state is touched)."""
     batch = PreparedBatch([], [], [])
+    known: dict[str, bool] = {}
     for number, planned in enumerate(files):
         if number == 1:
             _crash_point("prepare-batch")  # a worker killed mid-batch (tests/test_flow_dask.py)
         _prepare_file(planned, settings, batch)
+        known[planned.entry.path] = planned.known
+    _settle_languages(batch, known)
     _sketch(batch.articles, settings.dedup)
     return batch
 
@@ -320,7 +323,8 @@ def _prepare_file(planned: PlannedFile, settings: IngestSettings, batch: Prepare
                 problems.append(Problem(doc.path, "no body text left after cleaning", doc.item, doc.sha256))
                 continue
             article = PreparedArticle(record_id_for(doc.path, doc.key), doc.path, doc.item, doc.sha256, doc.format,
-                                      extract_metadata(doc, cleaned), cleaned.paragraphs, None, doc.extra)
+                                      extract_metadata(doc, cleaned, detect=False), cleaned.paragraphs, None,
+                                      doc.extra)
             _check_storable(article)
             file_articles.append(article)
     except BadInput as exc:
@@ -330,7 +334,7 @@ def _prepare_file(planned: PlannedFile, settings: IngestSettings, batch: Prepare
         quarantine(f"unreadable: {exc.strerror or exc}")
         return
     except Exception as exc:  # a parser bug on one odd file must not stop the batch
-        quarantine(f"failed to process: {type(exc).__name__}: {str(exc)[:300]}")
+        quarantine(_failure(exc))
         return
     if not file_articles:
         quarantine("; ".join(sorted({p.reason for p in problems})) or "no articles")
@@ -339,6 +343,38 @@ def _prepare_file(planned: PlannedFile, settings: IngestSettings, batch: Prepare
     batch.articles.extend(file_articles)
     batch.files.append(FileOutcome(entry.path, sha, entry.size, planned.mtime_ns, "ok",
                                    changed=planned.known and planned.known_sha256 != sha))
+
+
+def _failure(exc: Exception) -> str:
+    return f"failed to process: {type(exc).__name__}: {str(exc)[:300]}"
+
+
+def _settle_languages(batch: PreparedBatch, known: dict[str, bool]) -> None:
+    """The batch's languages in one detection (``_prepare_file`` leaves them to this). Should
+    it raise, again file by file: a file whose articles fail is quarantined, as
+    ``_prepare_file`` quarantines one, and the rest of the batch goes on."""
+    def settle(articles: list[PreparedArticle]) -> None:
+        settle_languages([a.meta for a in articles], [body_text(a.paragraphs) for a in articles])
+
+    try:
+        settle(batch.articles)
+        return
+    except Exception:  # which file failed is found below
+        pass
+    by_file: dict[str, list[PreparedArticle]] = {}
+    for article in batch.articles:
+        by_file.setdefault(article.path, []).append(article)
+    failed: dict[str, str] = {}
+    for path, articles in by_file.items():
+        try:
+            settle(articles)
+        except Exception as exc:
+            failed[path] = _failure(exc)
+    if failed:
+        batch.articles[:] = [a for a in batch.articles if a.path not in failed]
+        batch.problems[:] = [p for p in batch.problems if p.path not in failed]
+        batch.files[:] = [replace(o, status="quarantined", reason=failed[o.path], changed=known[o.path])
+                          if o.path in failed else o for o in batch.files]
 
 
 def _check_storable(article: PreparedArticle) -> None:

@@ -316,6 +316,43 @@ def test_jsonl_articles_get_one_record_each(tmp_path: Path) -> None:
     assert records[0]["outlet"] == "Example Wire" and records[0]["extra"] == {"tags": ["x"]}
 
 
+def test_languages_are_settled_per_batch_and_a_failing_file_alone_is_quarantined(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.ingest as ingest
+    from pipeline.metadata import settle_languages
+    from pipeline.read import scan_raw
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.txt").write_text("The harbour authority said on Tuesday that the northern pier would reopen in April "
+                               "after repairs to the sea wall.\n")
+    rows = [{"title": "Eins", "text": "Der Stadtrat hat am Dienstag den Haushalt für den Hafen beschlossen."},
+            {"title": "Zwei", "text": "POISON: die Arbeiten an der Mole sollen im April beginnen, sagte sie."}]
+    (raw / "b.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
+    (raw / "c.txt").write_text("Le conseil municipal a adopté mardi le budget du port après un long débat.\n")
+    calls = []
+
+    def fragile(metas: Any, bodies: Any) -> None:
+        calls.append(len(bodies))
+        if any("POISON" in body for body in bodies):
+            raise RuntimeError("the model broke")
+        settle_languages(metas, bodies)
+
+    entries, _ = scan_raw(raw)
+    planned = [ingest.PlannedFile(e, e.abs_path.stat().st_mtime_ns, None) for e in entries]
+    batch = ingest.prepare_batch(planned, IngestSettings())
+    assert [(a.path, a.meta.language) for a in batch.articles] == [
+        ("a.txt", "en"), ("b.jsonl", "de"), ("b.jsonl", "de"), ("c.txt", "fr")]
+    monkeypatch.setattr(ingest, "settle_languages", fragile)
+    batch = ingest.prepare_batch(planned, IngestSettings())
+    assert calls == [4, 1, 2, 1]  # the batch at once, then file by file
+    assert {f.path: (f.status, f.reason) for f in batch.files} == {
+        "a.txt": ("ok", None), "b.jsonl": ("quarantined", "failed to process: RuntimeError: the model broke"),
+        "c.txt": ("ok", None)}
+    assert [(a.path, a.meta.language) for a in batch.articles] == [("a.txt", "en"), ("c.txt", "fr")]
+    assert batch.problems == [] and all(a.units is not None for a in batch.articles)
+
+
 def test_orders_are_total(seed_raw: Path, tmp_path: Path) -> None:
     """Every permutation of arrival for three articles that share passages gives one result."""
     names = ["000", "002", "004"]
