@@ -269,8 +269,11 @@ class RepeatEngine:
         stored_keys, stored_uids = stored_keys[usable], stored_uids[usable]
         stored_units = source.units_by_uid(stored_uids.tolist()) if stored_uids.size else {}
         stored_pool = np.array([pool.add_stored(stored_units[u]) for u in stored_uids.tolist()], dtype=np.int32)
+        # Their first occurrences, fetched together: a query per unit cost ~0.2 ms each.
+        roots = source.units_by_uid({u.root for u in stored_units.values()
+                                     if u.root != u.uid and u.root not in pool.by_uid})
         for u in stored_uids.tolist():
-            self._link_root(pool, stored_units[u], source)
+            self._link_root(pool, stored_units[u], source, roots)
         if stored_keys.size:
             # Per sorted entry: the stored holder when there is one (it precedes the whole run).
             pos = np.minimum(np.searchsorted(stored_keys, sk), stored_keys.size - 1)
@@ -301,14 +304,16 @@ class RepeatEngine:
         self._house_lines(articles, decisions, source)
         return RunDecisions(decisions, new_holder_keys, new_holder_uids, np.union1d(dropped, replaced))
 
-    def _link_root(self, pool: _Pool, unit: StoredUnit, source: UnitSource) -> None:
+    def _link_root(self, pool: _Pool, unit: StoredUnit, source: UnitSource,
+                   fetched: dict[int, StoredUnit] | None = None) -> None:
+        """``fetched``: stored units already read (roots fetched for many units at once)."""
         index = pool.by_uid[unit.uid]
         if unit.root == unit.uid:
             pool.stored_root[index] = index
             return
         root_index = pool.by_uid.get(unit.root)
         if root_index is None:
-            roots = source.units_by_uid([unit.root])
+            roots = fetched if fetched is not None and unit.root in fetched else source.units_by_uid([unit.root])
             if unit.root not in roots:  # the state lost it: treat the unit as a first occurrence
                 pool.stored_root[index] = index
                 return
