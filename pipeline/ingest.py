@@ -73,11 +73,11 @@ class IngestSettings:
     max_file_bytes: int = DEFAULT_MAX_BYTES
     batch_size: int = 200  # files per prepare task
     # Raw bytes one run reads at most; the rest waits for the next run. A run holds its
-    # prepared articles (text, sentence units, sketches, band keys) in memory until its one
-    # commit, so this bounds its memory on a first load of a large archive: measured about
-    # 30 MB per MB of plain text over a base of ~200 MB: at 24 MB a run's process measured
-    # 1.0-1.5 GB (the larger with preparation in the same process; the 1 GB aim is not met yet).
-    max_run_bytes: int = 24 * 1024 * 1024
+    # prepared articles (text, sentence units, sketches) in memory until its one commit, and
+    # the commit's temporaries peak at about as much again, so this bounds its memory on a
+    # first load of a large archive: about 30 MB per MB of plain text at the peak, over a base
+    # of ~300 MB with Prefect; see README, Benchmarks, for the peaks measured at this bound.
+    max_run_bytes: int = 16 * 1024 * 1024
     lock_wait_seconds: float = 0.0
     dedup: DedupSettings = field(default_factory=DedupSettings)
 

@@ -367,7 +367,7 @@ class SqliteUnits:
     chunk = 500  # bound parameters per IN (...) query
     write_slice = 200_000  # rows per executemany of a large write (key rows: two ints each)
     unit_write_slice = 20_000  # unit rows per executemany: ~0.7 KB each with their sketches
-    FIRST_LOAD_GROWTH = 3  # a first load's filter holds this many times its keys before a rebuild
+    FIRST_LOAD_GROWTH = 4  # a first load's filter holds this many times its keys before a rebuild
 
     def __init__(self, conn: sqlite3.Connection, settings: DedupSettings, bloom: BloomFilter | None = None) -> None:
         self.conn = conn

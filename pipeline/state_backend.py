@@ -129,7 +129,8 @@ def connect_sqlite(path: Path, readonly: bool = False, processed_dir: Path | Non
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA cache_size=-131072")  # 128 MB page cache
+    # 32 MB of page cache: with 128 MB a backlog's later runs peaked ~100 MB higher, no faster.
+    conn.execute("PRAGMA cache_size=-32768")
     conn.row_factory = sqlite3.Row
     return conn
 
