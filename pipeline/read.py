@@ -237,13 +237,14 @@ def decode_text(data: bytes) -> str:
     if _implausible(text):
         raise BadInput("undecodable: the bytes decode only to replacement or unassigned characters")
     text = text.replace("\x00", "")
-    if not _INVISIBLE_RE.sub("", text):
+    if not _VISIBLE_RE.search(text):
         raise BadInput("empty file: nothing but spaces or invisible characters")
     return text
 
 
-# Characters that show nothing: spaces of every kind, zero-width marks, BOMs, NUL.
-_INVISIBLE_RE = re.compile("[\\s\x00\u00a0\u1680\u2000-\u200f\u2028-\u202f\u205f-\u2064\u3000\ufeff]+")
+# A character that shows something: not a space of any kind, zero-width mark, BOM or NUL (a
+# search stops at the first; removing every invisible run to test for emptiness copied the text).
+_VISIBLE_RE = re.compile("[^\\s\x00\u00a0\u1680\u2000-\u200f\u2028-\u202f\u205f-\u2064\u3000\ufeff]")
 
 
 def _decode_bom(data: bytes) -> str | None:
@@ -539,7 +540,7 @@ def _markdown_inline(children: list[Any]) -> str:
 
 
 def _has_text(blocks: list[tuple[str, str]]) -> bool:
-    return any(_INVISIBLE_RE.sub("", text) for _, text in blocks)
+    return any(_VISIBLE_RE.search(text) for _, text in blocks)
 
 
 def decode_json_lines(data: bytes) -> Lines:
