@@ -98,23 +98,30 @@ def _run_locked(args: argparse.Namespace, processed: Path, settings: Settings) -
         close_standing()  # a cluster the last run kept for a next one that did not come
 
 
+def _embedded() -> bool:
+    """No Prefect API configured (environment or profile): flows start a temporary server."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    return not PREFECT_API_URL.value() and bool(PREFECT_SERVER_EPHEMERAL_ENABLED.value())
+
+
 def _start_temporary_server() -> threading.Thread | None:
-    """Embedded mode (no PREFECT_API_URL): Prefect's temporary API server, started in the
-    background now rather than by the first flow call, so its 4-15 s start-up (a subprocess)
-    overlaps this process's imports. Joined before the flow: Prefect's own start then finds it
-    running (or, if it failed, starts it again and says why)."""
-    if os.environ.get("PREFECT_API_URL"):
+    """Embedded mode: Prefect's temporary API server, started in the background now rather than
+    by the first flow call, so its 4-15 s start-up (a subprocess) overlaps this process's other
+    imports. Joined before the flow: Prefect's own start then finds it running; if this attempt
+    failed, it stopped what it started, and the flow call starts it again and says why."""
+    if not _embedded():  # imports prefect's settings here, in this thread, before the other one
         return None
 
     def start() -> None:
-        from prefect.settings import PREFECT_API_URL
-
-        if PREFECT_API_URL.value():  # set in a Prefect profile
-            return
         from prefect.server.api.server import SubprocessASGIServer
 
-        with contextlib.suppress(Exception):
-            SubprocessASGIServer().start()
+        server = SubprocessASGIServer()
+        try:
+            server.start()
+        except Exception:  # noqa: BLE001
+            with contextlib.suppress(Exception):
+                server.stop()
 
     thread = threading.Thread(target=start, name="prefect-server-start", daemon=True)
     thread.start()
@@ -128,9 +135,14 @@ def _embedded_flow_settings() -> Any:
     when set by the user, Prefect's setting stands."""
     import contextlib
 
-    if os.environ.get("PREFECT_API_URL") or os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY"):
+    if not _embedded() or any(os.environ.get(name) for name in (
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")):
         return contextlib.nullcontext()
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings.models.flows import FlowsSettings
+
+    if PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() != FlowsSettings.model_fields["heartbeat_frequency"].default:
+        return contextlib.nullcontext()  # set in the user's Prefect profile
 
     return temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
@@ -146,36 +158,41 @@ def _run_backlog(args: argparse.Namespace, processed: Path, settings: Settings,
     if server is not None:
         server.join()
     deferred_before = None
-    while True:
-        try:
-            options: dict[str, Any] = dict(settings.values)  # dask_workers among them (--dask-workers)
-            if args.state_url:
-                options["state_url"] = args.state_url
-            # A backlog's runs follow each other at once: the HTML report (it reads the whole
-            # processed dir) is written by the last one only.
-            result = ingest(raw_dir=args.raw_dir, processed_dir=args.processed_dir, lock_wait_seconds=args.wait,
-                            progress_bar=sys.stderr.isatty(), defer_html_report=not args.once,
-                            prefetch_next_run=not args.once,
-                            dask_address=args.dask_address, **options)
-        except ProcessedDirLocked as exc:
-            print(f"newsdedup: {exc}", file=sys.stderr)
-            return 3
-        except DaskUnavailable as exc:
-            print(f"newsdedup: {exc}", file=sys.stderr)
-            return 4
-        except RawDirError as exc:
-            print(f"newsdedup: {exc}", file=sys.stderr)
-            return 2
-        print(summary_markdown(RunSummary(**result)), end="")
-        deferred = result["files_deferred"]
-        # A large backlog is read in several runs, each bounded in memory (max_run_bytes).
-        if args.once or not deferred:
-            return 0
-        if deferred_before is not None and deferred >= deferred_before:
-            _write_html_report(processed)  # the runs deferred it; no run follows to write it
-            return 0
-        deferred_before = deferred
-        print(f"\n{deferred} files left: running again\n")
+    report_owed = False  # a committed run of this backlog deferred the HTML report to a later one
+    try:
+        while True:
+            try:
+                options: dict[str, Any] = dict(settings.values)  # dask_workers among them (--dask-workers)
+                if args.state_url:
+                    options["state_url"] = args.state_url
+                # A backlog's runs follow each other at once: the HTML report (it reads the whole
+                # processed dir) is written by the last one only.
+                result = ingest(raw_dir=args.raw_dir, processed_dir=args.processed_dir, lock_wait_seconds=args.wait,
+                                progress_bar=sys.stderr.isatty(), defer_html_report=not args.once,
+                                prefetch_next_run=not args.once,
+                                dask_address=args.dask_address, **options)
+            except ProcessedDirLocked as exc:
+                print(f"newsdedup: {exc}", file=sys.stderr)
+                return 3
+            except DaskUnavailable as exc:
+                print(f"newsdedup: {exc}", file=sys.stderr)
+                return 4
+            except RawDirError as exc:
+                print(f"newsdedup: {exc}", file=sys.stderr)
+                return 2
+            print(summary_markdown(RunSummary(**result)), end="")
+            deferred = result["files_deferred"]
+            report_owed = bool(deferred) and not args.once
+            # A large backlog is read in several runs, each bounded in memory (max_run_bytes).
+            if args.once or not deferred:
+                return 0
+            if deferred_before is not None and deferred >= deferred_before:
+                return 0  # no run follows: the report the runs deferred is written below
+            deferred_before = deferred
+            print(f"\n{deferred} files left: running again\n")
+    finally:
+        if report_owed:  # also when a later run of the backlog failed: what is committed is reported
+            _write_html_report(processed)
 
 
 def _write_html_report(processed: Path) -> None:

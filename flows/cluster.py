@@ -128,7 +128,8 @@ _standing: dict[str, Any] = {}  # "workers": int, "runner": started DaskTaskRunn
 
 
 def batch_key(group: list[PlannedFile], settings: IngestSettings) -> tuple[Any, ...]:
-    return (settings, tuple((p.entry.path, p.entry.size, p.mtime_ns, p.known_sha256, p.known) for p in group))
+    return (settings, tuple((str(p.entry.abs_path), p.entry.size, p.mtime_ns, p.known_sha256, p.known)
+                            for p in group))
 
 
 def standing_cluster(workers: int) -> Any | None:
@@ -140,10 +141,17 @@ def standing_cluster(workers: int) -> Any | None:
     return None
 
 
+NO_WORKER_CHECK_SECONDS = 10.0  # waiting on the cluster this long, look whether it has workers at all
+PREFETCH_PER_WORKER = 4  # batches prepared ahead for the next run, per worker thread
+
+
 def prefetch(runner: Any, task: Task[..., bytes], groups: list[list[PlannedFile]], settings: IngestSettings,
              workers: int) -> int:
-    """Submits ``groups`` (the next run's batches) and keeps the cluster up for that run."""
+    """Submits the first of ``groups`` (the next run's batches) and keeps the cluster up for that
+    run: a few per worker, about what they prepare while this run commits; more would hold a
+    second run's prepared data beside this run's commit."""
     prefetched = _standing.get("prefetched", {}) if _standing.get("runner") is runner else {}
+    groups = groups[: PREFETCH_PER_WORKER * max(1, sum(runner.client.nthreads().values()))]
     with temporary_settings(_worker_settings()):
         for group in groups:
             key = batch_key(group, settings)
@@ -195,7 +203,9 @@ def prepare_on_cluster(cluster: Any, task: Task[..., bytes], groups: list[list[P
         else:
             future.wrapped_future.add_done_callback(lambda _: finishing.set())
             inflight[future.wrapped_future.key] = (i, future)
-    del prefetched  # the ones this run does not need: released on the cluster
+    if prefetched and runner is not None:  # batches this run does not need (raw/ changed): cancelled
+        runner.client.cancel([future.wrapped_future for future in prefetched.values()])
+    del prefetched
     ahead = 0
     while pending or inflight:
         if starting is not None and starting.done():
@@ -229,4 +239,12 @@ def prepare_on_cluster(cluster: Any, task: Task[..., bytes], groups: list[list[P
         if pending:
             yield pending.pop(), None
         elif inflight:
-            finishing.wait()
+            if not finishing.wait(timeout=NO_WORKER_CHECK_SECONDS) and runner is not None \
+                    and not runner.client.nthreads():
+                # Every worker is gone (and none comes back): this process takes their batches.
+                if log:
+                    log("dask: no worker left on the cluster; preparing its batches in this process")
+                runner.client.cancel([future.wrapped_future for _, future in inflight.values()])
+                pending.extend(sorted(i for i, _ in inflight.values()))
+                inflight.clear()
+                runner = None  # nothing more is sent to it

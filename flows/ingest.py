@@ -319,6 +319,7 @@ def ingest(
         # A cluster given by address is reached before the run takes the lock or writes anything;
         # a local one starts in the background while this process plans and prepares.
         if dask_address:
+            close_standing()  # a cluster kept by an earlier run of this process is not the one asked for
             cluster = open_cluster(0, dask_address, logger.info)
         elif dask_workers:
             cluster = standing_cluster(dask_workers) or open_cluster_in_background(dask_workers, logger.info)
@@ -348,6 +349,8 @@ def ingest(
                 logger.info("prepare: %d of %d batch(es) on the Dask cluster, %d in this process",
                             len(groups) - here, len(groups), here)
                 cluster, started = None, runner_of(cluster)
+                if started is None:
+                    logger.warning("dask: the local cluster did not start; every batch was prepared in this process")
                 if started is not None and prefetch_next_run and plan.deferred and not dask_address:
                     # The next run follows at once: the cluster stays up and prepares its first
                     # batches while this run commits.

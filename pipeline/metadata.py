@@ -447,6 +447,9 @@ def _classify(encoded_len: int, counts: np.ndarray, weights: np.ndarray) -> tupl
     return ident.nb_classes[best], float(scores[best])
 
 
+LANGUAGE_CHUNK = 1024  # texts per vectorised walk
+
+
 def _classify_samples(samples: Sequence[str]) -> list[tuple[str, float]]:
     """py3langid's ``classify(sample)`` (language, confidence) for each sample, bit for bit,
     from one vectorised DFA walk over all of them (py3langid walks each text's bytes in a
@@ -469,7 +472,11 @@ def detect_languages(texts: Sequence[str], min_confidences: Sequence[float]) -> 
     samples = [text[:400] for text in texts]  # the classifier's cost grows with the text; 400 characters decide
     asked = [i for i, sample in enumerate(samples) if _ENOUGH_LETTERS_RE.match(sample)]
     languages: list[str | None] = [None] * len(texts)
-    for i, (lang, confidence) in zip(asked, _classify_samples([samples[i] for i in asked]), strict=True):
+    # In chunks: the walk's arrays are texts x longest sample (~20 KB a text); a file of 50,000
+    # short items is one batch. Each text's result is its own, so chunking changes nothing.
+    classified = [result for first in range(0, len(asked), LANGUAGE_CHUNK)
+                  for result in _classify_samples([samples[i] for i in asked[first : first + LANGUAGE_CHUNK]])]
+    for i, (lang, confidence) in zip(asked, classified, strict=True):
         if confidence < max(min_confidences[i], MIN_LANGUAGE_CONFIDENCE):
             continue
         # Azerbaijani is the only one of these written with the schwa; the model can take it for Turkish.

@@ -255,7 +255,8 @@ def test_a_backlog_run_keeps_its_cluster_to_prepare_the_next_run(corpus: tuple[P
             upcoming = list(batches(plan_run(raw, store, 6_000).to_read, BATCH_SIZE))
         finally:
             store.close()
-        assert {files for _, files in kept["prefetched"]} == {batch_key(g, None)[1] for g in upcoming}
+        first = upcoming[: flows.cluster.PREFETCH_PER_WORKER]  # a few per worker, not the whole run
+        assert {files for _, files in kept["prefetched"]} == {batch_key(g, None)[1] for g in first}
     assert runs >= 3 and all(prefetched_batches)
     assert flows.cluster._standing == {}  # the last run stopped it
     assert _stable(processed) == expected

@@ -503,6 +503,16 @@ def test_detect_languages_is_detect_language_of_before(identifier: LanguageIdent
     assert [detect_language(text, min_confidence) for text in texts] == expected
 
 
+def test_detect_languages_in_chunks_is_the_same(identifier: LanguageIdentifier,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.metadata
+
+    texts = variants(list(SCRIPTS.values())) + EDGES
+    expected = [reference_language(identifier, text, 0.5) for text in texts]
+    monkeypatch.setattr(pipeline.metadata, "LANGUAGE_CHUNK", 7)  # many chunks, the last one short
+    assert detect_languages(texts, [0.5] * len(texts)) == expected
+
+
 def test_the_batch_texts_are_in_the_languages_they_are_written_in() -> None:
     # so the comparisons above exercise many languages and scripts, not one answer throughout
     assert detect_languages(list(SCRIPTS.values()), [0.0] * len(SCRIPTS)) == list(SCRIPTS)
