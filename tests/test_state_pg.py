@@ -80,6 +80,36 @@ def test_seeds_give_the_records_and_readings_of_sqlite(seed_raw: Path, tmp_path:
     assert (again.records_written, again.files_unchanged) == (0, 5)
 
 
+def test_the_development_set_gives_the_records_of_sqlite(tmp_path: Path, pg_url: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """House lines, spans, split and merged background, whole copies: every kind of decision,
+    with its state queries (house-line occurrences among them), on both databases."""
+    from pipeline.state import SqliteUnits
+
+    devset = ROOT / "bench" / "devset" / "articles"
+    monkeypatch.delenv(STATE_URL_ENV)
+    run_ingest(devset, tmp_path / "sqlite")
+    expected = stable(list(read_records(tmp_path / "sqlite")))
+    found: list[int] = []
+    looked_up = SqliteUnits.house_line_occurrences
+
+    def counting(self: SqliteUnits, keys: Any) -> Any:
+        out = looked_up(self, keys)
+        found.append(sum(len(v) for v in out.values()))
+        return out
+
+    monkeypatch.setattr(SqliteUnits, "house_line_occurrences", counting)
+    monkeypatch.setenv(STATE_URL_ENV, pg_url)
+    for part in range(3):  # in three runs, so that stored house lines are looked up on the server
+        raw = tmp_path / "arriving"
+        raw.mkdir(exist_ok=True)
+        for path in sorted(devset.glob("*.txt"))[part::3]:
+            shutil.copy2(path, raw / path.name)
+        run_ingest(raw, tmp_path / "pg")
+    assert sum(found) > 0
+    assert stable(list(read_records(tmp_path / "pg"))) == expected
+
+
 def test_one_file_per_run_in_any_order_equals_one_run(seed_raw: Path, tmp_path: Path, pg_url: str,
                                                       sqlite_reference: tuple[Any, ...]) -> None:
     expected = sqlite_reference[0]
