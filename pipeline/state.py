@@ -33,8 +33,11 @@ if TYPE_CHECKING:  # imported where used: readers of the state need neither data
     from pipeline.dedup import DedupSettings
     from pipeline.repeats import StoredUnit
 
-# keys_recent is merged into keys (in key order) once it holds this many rows.
+# keys_recent is merged into keys (in key order) once it holds this many rows, or a quarter of
+# the stored keys if that is more: a merge rewrites the big table (every page of it: the keys are
+# random), so its cost grows with the archive and it must come rarer as the archive grows.
 RECENT_KEYS_MAX_ROWS = 2_000_000
+RECENT_KEYS_MAX_SHARE = 4
 SCHEMA_VERSION = 2
 
 # Size and mtime of each file a run wrote under processed/ (parts, reports), as it left them:
@@ -461,11 +464,13 @@ class SqliteUnits:
             self.conn.executemany("DELETE FROM keys WHERE key = ?", rows)
             self.conn.executemany("DELETE FROM keys_recent WHERE key = ?", rows)
         recent = self.conn.execute("SELECT COUNT(*) FROM keys_recent").fetchone()[0]
+        # The filter counts every key added to it: the stored keys, without a COUNT(*) over them.
+        limit = max(RECENT_KEYS_MAX_ROWS, (self.bloom.keys if self.bloom is not None else 0) // RECENT_KEYS_MAX_SHARE)
         if keys.size:
             order = np.argsort(keys)
             # A run with more new keys than keys_recent may hold (a first load) writes them to the
             # big table in one sorted pass: through keys_recent they would be written twice.
-            table = "keys" if keys.size > RECENT_KEYS_MAX_ROWS else "keys_recent"
+            table = "keys" if keys.size > limit else "keys_recent"
             # In slices, each gathered in key order only when written: Python lists of every key
             # at once would cost ~70 bytes per key, sorted copies of both arrays 16.
             for first in range(0, order.size, self.write_slice):
@@ -481,7 +486,7 @@ class SqliteUnits:
                     # runs now spares the rebuild (reading every stored key back) a crowded one needs.
                     self.bloom = BloomFilter.for_keys(self.FIRST_LOAD_GROWTH * int(keys.size), self.bloom.generation)
                 self.bloom.add(keys)
-        if recent > RECENT_KEYS_MAX_ROWS:
+        if recent > limit:
             # One pass in key order over the big table, every few runs, instead of
             # scattered inserts into it on every run.
             self.conn.execute("INSERT OR REPLACE INTO keys SELECT key, uid FROM keys_recent ORDER BY key")

@@ -102,6 +102,31 @@ def test_holders_from_recent_and_merged_keys(tmp_path: Path, monkeypatch: pytest
         store.close()
 
 
+def test_the_recent_keys_may_grow_to_a_quarter_of_the_stored_ones_before_a_merge(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A merge rewrites the whole big table: with 100 keys stored, keys_recent may hold 25
+    (RECENT_KEYS_MAX_SHARE), not the fixed minimum (5 here), so merges come rarer as it grows."""
+    monkeypatch.setattr(state, "RECENT_KEYS_MAX_ROWS", 5)
+    bloom = BloomFilter.for_keys(1000)
+    bloom.keys = 100  # as if 100 keys were stored
+    store, units = _units(tmp_path, bloom)
+    try:
+        store.conn.execute("BEGIN")
+        merged_at = []
+        for run in range(1, 5):
+            new = np.arange(run * 100, run * 100 + 10, dtype=np.int64)
+            units.set_holders(new, np.ones(10, np.int64), np.empty(0, np.int64))
+            if units.merged_rows:
+                merged_at.append((run, units.merged_rows))
+                break
+        # limits 25, 27, 30, 32 (the filter counts each run's keys): 40 rows > 32 in the 4th run
+        assert merged_at == [(4, 40)]
+        assert store.conn.execute("SELECT COUNT(*) FROM keys").fetchone()[0] == 40
+        store.conn.execute("ROLLBACK")
+    finally:
+        store.close()
+
+
 def test_a_first_load_goes_straight_to_the_big_table_with_a_filter_sized_for_more(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(state, "RECENT_KEYS_MAX_ROWS", 5)
