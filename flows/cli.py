@@ -196,10 +196,11 @@ def _run_backlog(args: argparse.Namespace, processed: Path, settings: Settings,
 
 
 def _write_html_report(processed: Path) -> None:
+    from flows.ingest import HTML_REPORT
     from pipeline.report import write_report
 
     try:
-        write_report(processed, processed / "report.html")
+        write_report(processed, processed / HTML_REPORT)
     except Exception as exc:  # noqa: BLE001  # the runs are committed; only the report is missing
         print(f"newsdedup: HTML report not written ({type(exc).__name__}: {exc})", file=sys.stderr)
 
