@@ -90,12 +90,35 @@ def _run_locked(args: argparse.Namespace, processed: Path, settings: Settings) -
     _prefect_env()
     server = _start_temporary_server()  # meanwhile: the flow's imports, on the other core
     from flows.cluster import close_standing
+    from pipeline.pool import close_standing_pool
 
     try:
+        _prefetch_first_run(args, processed, settings)
         with _embedded_flow_settings():
             return _run_backlog(args, processed, settings, server)
     finally:
         close_standing()  # a cluster the last run kept for a next one that did not come
+        close_standing_pool()  # the same for the prepare pool
+
+
+def _prefetch_first_run(args: argparse.Namespace, processed: Path, settings: Settings) -> None:
+    """While Prefect starts (its temporary server alone takes 4-15 s, on one core), the prepare
+    pool's workers start on the batches the first run will read, found read-only. A guess: the
+    run plans again under its lock and uses only the batches that still match."""
+    workers = int(settings["processes"])
+    if not workers or int(settings["dask_workers"]) or args.dask_address:
+        return
+    from pipeline.ingest import batches, preview_run
+    from pipeline.pool import standing_pool
+
+    try:
+        run_settings = settings.ingest(lock_wait_seconds=args.wait)
+        files = preview_run(Path(args.raw_dir), processed, run_settings.max_run_bytes)
+        groups = list(batches(files, run_settings.batch_size))
+        if len(groups) > 1:  # a run of one batch is prepared here, without a pool
+            standing_pool(workers).prefetch(groups, run_settings)
+    except Exception:  # noqa: BLE001 - only time is at stake: the run finds and reports any problem itself
+        return
 
 
 def _embedded() -> bool:
@@ -590,7 +613,7 @@ exit codes:
     dask = run.add_mutually_exclusive_group()
     dask.add_argument("--dask-workers", type=_worker_count, default=None, metavar="N",
                       help="prepare batches on a local Dask cluster of N worker processes started for the run "
-                           "(default, or 0: in the run's own process)")
+                           "(default, or 0: no Dask; --processes worker processes help the run's own)")
     dask.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
                       help="prepare batches on the running Dask cluster with this scheduler; its workers must "
                            "see the raw dir at the same path")

@@ -22,6 +22,7 @@ from prefect.settings import PREFECT_API_TLS_INSECURE_SKIP_VERIFY, PREFECT_API_U
 
 from flows.by_reference import ByReference
 from pipeline.ingest import IngestSettings, PlannedFile, PreparedBatch, unpack_batch
+from pipeline.pool import PREFETCH_PER_WORKER, batch_key
 
 CONNECT_TIMEOUT_SECONDS = 10  # to reach a scheduler given by address
 WORKERS_TIMEOUT_SECONDS = 30  # for a scheduler to have at least one worker
@@ -127,11 +128,6 @@ def runner_of(cluster: Any) -> Any | None:
 _standing: dict[str, Any] = {}  # "workers": int, "runner": started DaskTaskRunner, "prefetched": {key: future}
 
 
-def batch_key(group: list[PlannedFile], settings: IngestSettings) -> tuple[Any, ...]:
-    return (settings, tuple((str(p.entry.abs_path), p.entry.size, p.mtime_ns, p.known_sha256, p.known)
-                            for p in group))
-
-
 def standing_cluster(workers: int) -> Any | None:
     """The runner the previous run of this process kept up with ``workers`` workers, or None
     (another size is closed)."""
@@ -142,7 +138,6 @@ def standing_cluster(workers: int) -> Any | None:
 
 
 NO_WORKER_CHECK_SECONDS = 10.0  # waiting on the cluster this long, look whether it has workers at all
-PREFETCH_PER_WORKER = 32  # batches prepared ahead for the next run, per worker thread (a 16 MB run is ~24)
 
 
 def prefetch(runner: Any, task: Task[..., bytes], groups: list[list[PlannedFile]], settings: IngestSettings,

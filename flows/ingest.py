@@ -18,7 +18,14 @@ Failure policy:
   leaves nothing behind, and a retry never commits the same run twice.
 - Anything else fails the run: it leaves a "failed" report artifact and processed/ as it was.
 
-Parallel preparation is Dask's, through prefect-dask's ``DaskTaskRunner`` (``dask_workers``:
+By default batches are prepared by the run's own process and ``processes`` worker processes
+beside it (``pipeline.pool``: a plain process pool, one per core beyond the first): each
+batch is still a ``prepare-batch`` task run here, which waits for its batch from the pool
+and unpacks it; the workers make no Prefect API calls. On a backlog read in several runs
+(``prefetch_next_run``), the workers prepare the next run's batches while this run commits.
+A worker that dies costs its batches, prepared again here, never records.
+
+Parallel preparation can also be Dask's, through prefect-dask's ``DaskTaskRunner`` (``dask_workers``:
 a ``distributed.LocalCluster`` for the run; ``dask_address``: a cluster that already runs).
 Only preparation is spread: each worker returns its batch as one pickled bytes value, and
 the commit stays one sequential step in this process. A worker lost mid-batch has its
@@ -84,6 +91,7 @@ from pipeline.ingest import (
     summary_markdown,
     write_reports,
 )
+from pipeline.pool import PreparePool, close_standing_pool, has_standing_pool, standing_pool
 from pipeline.records import finish_parts
 from pipeline.settings import load_settings
 from pipeline.state_backend import set_state_url
@@ -130,7 +138,11 @@ def plan_task(run: IngestRun) -> Plan:
 # A batch's files go by reference: Prefect would walk its hundreds of PlannedFile dataclasses
 # twice per task (parameters, task inputs), ~40 ms a task.
 @task(name="prepare-batch", **_TASK_OPTIONS)
-def prepare_task(run: IngestRun, group: ByReference) -> PreparedBatch:
+def prepare_task(run: IngestRun, group: ByReference, pooled: ByReference | None = None) -> PreparedBatch:
+    """The batch, prepared here; or, with ``pooled``, the one a worker process of the prepare pool
+    made (``pipeline.pool``): the task then waits for it and unpacks it, and fails as it failed."""
+    if pooled is not None:
+        return pooled.value()
     return run.prepare(group.value)
 
 
@@ -217,10 +229,13 @@ class _Progress:
 
 
 def _prepare_group(run: IngestRun, group: list[PlannedFile], io_retries: int, io_retry_delay: float,
-                   logger: Any, prepared: Callable[[], PreparedBatch] | None = None) -> list[PreparedBatch]:
-    """The batch (from ``prepared``, or prepared here), then its failures handled as the module says."""
+                   logger: Any, prepared: Callable[[], PreparedBatch] | None = None,
+                   pooled: Callable[[], PreparedBatch] | None = None) -> list[PreparedBatch]:
+    """The batch (from ``prepared``, a Dask task run; from ``pooled``, through a task here; or
+    prepared here), then its failures handled as the module says."""
     try:
-        batch = prepared() if prepared is not None else prepare_task(run, ByReference(group))
+        batch = prepared() if prepared is not None else prepare_task(
+            run, ByReference(group), ByReference(pooled) if pooled is not None else None)
     except Exception as exc:
         logger.warning("prepare: batch of %d files failed (%s: %s); preparing its files one by one",
                        len(group), type(exc).__name__, exc)
@@ -251,6 +266,7 @@ def ingest(
     max_run_bytes: int | str | None = None,
     dask_workers: int | None = None,
     dask_address: str | None = None,
+    processes: int | None = None,
     lock_wait_seconds: float = 0.0,
     io_retries: int = 2,
     io_retry_delay_seconds: float = 2.0,
@@ -286,15 +302,17 @@ def ingest(
     ``tcp://host:8786``; its workers must see raw_dir at the same path), or a LocalCluster of
     ``dask_workers`` processes started for the run; neither (or ``dask_workers=0``): in this
     process, measured the fastest on one 2-core machine (README, "Running on a Dask cluster").
-    ``workers`` is the deprecated name of ``dask_workers``.
+    ``workers`` is the deprecated name of ``dask_workers``. Without a Dask cluster, ``processes``
+    worker processes (default: one per core beyond the first) prepare batches beside this one,
+    when the run has more than one batch.
 
     Leaves a markdown report artifact (key ``ingest-report``), a progress artifact, and the
     same report in processed_dir/last_run.md (with the numbers in last_run.json). With
     ``html_report``, also processed_dir/report.html (``newsdedup report``; it reads the whole
     processed dir: about 5-10 s per 100,000 records) and a table artifact of its top passages.
-    ``prefetch_next_run`` (with a local Dask cluster, ``dask_workers``): when this run leaves
-    files for the next one, the cluster stays up and prepares the next run's batches while this
-    run commits; the next flow run in this process uses them (``newsdedup run`` on a backlog).
+    ``prefetch_next_run`` (with worker processes, or a local Dask cluster): when this run leaves
+    files for the next one, they stay up and prepare the next run's batches while this run
+    commits; the next flow run in this process uses them (``newsdedup run`` on a backlog).
     ``defer_html_report``: skip it when this run leaves files for the next one (a backlog read
     in several runs back to back, ``newsdedup run``): the backlog's last run writes it once.
     """
@@ -305,17 +323,20 @@ def ingest(
         logger.warning("ingest: parameter workers is deprecated; use dask_workers (newsdedup run --dask-workers)")
         dask_workers = workers if workers > 1 else 0
     given = {"batch_size": batch_size, "max_file_bytes": max_file_bytes, "max_run_bytes": max_run_bytes,
-             "dask_workers": dask_workers, "threshold": threshold, "extend_threshold": extend_threshold,
+             "dask_workers": dask_workers, "processes": processes, "threshold": threshold,
+             "extend_threshold": extend_threshold,
              "numbers_threshold": numbers_threshold, "paragraph_share": paragraph_share,
              "duplicate_share": duplicate_share, "house_line_articles": house_line_articles, "min_words": min_words,
              "shingle_size": shingle_size, "num_perm": num_perm, "bands": bands, "rows": rows, "seed": seed}
     run_id = str(flow_run.id) if flow_run.id else None
     cluster = None
     closing = None
+    keep_pool = False  # the prepare pool stays up for the next run of a backlog
     try:
         effective = load_settings(given, override_label=lambda name: f"flow parameter {name}")
         settings = effective.ingest(lock_wait_seconds=lock_wait_seconds)
         dask_workers = int(effective["dask_workers"])
+        processes = int(effective["processes"])
         # A cluster given by address is reached before the run takes the lock or writes anything;
         # a local one starts in the background while this process plans and prepares.
         if dask_address:
@@ -325,6 +346,8 @@ def ingest(
             cluster = standing_cluster(dask_workers) or open_cluster_in_background(dask_workers, logger.info)
         else:
             close_standing()
+        if cluster is not None or not processes:
+            close_standing_pool()
         with _fewer_collections(), IngestRun(Path(raw_dir), Path(processed_dir), settings, run_id) as run:
             plan = plan_task(run)
             logger.info("plan: %d files seen, %d to read, %d unchanged, %d scan problems (%.2f s)",
@@ -333,7 +356,19 @@ def ingest(
             groups = list(batches(plan.to_read, settings.batch_size))
             progress = _Progress(len(plan.to_read), progress_bar)
             prepare_started = time.perf_counter()
-            if cluster is None:
+            if cluster is None and processes and (len(groups) > 1 or has_standing_pool()):
+                pool = standing_pool(processes)
+                prepared, here = _prepare_in_pool(run, pool, groups, io_retries, io_retry_delay_seconds,
+                                                  logger, progress)
+                logger.info("prepare: %d of %d batch(es) in %d worker process(es), %d in this process",
+                            len(groups) - here, len(groups), processes, here)
+                if prefetch_next_run and plan.deferred and not pool.broken:
+                    # The next run follows at once: the workers prepare its batches while this run commits.
+                    next_groups = list(batches(plan.next_run(settings.max_run_bytes), settings.batch_size))
+                    logger.info("prepare: the next run's %d batch(es) go to the worker processes while this "
+                                "run commits", pool.prefetch(next_groups, settings))
+                    keep_pool = True
+            elif cluster is None:
                 prepared = []
                 for group in groups:
                     prepared += _prepare_group(run, group, io_retries, io_retry_delay_seconds, logger)
@@ -380,6 +415,8 @@ def ingest(
                                  key=REPORT_KEY, description="newsdedup ingest run: failed")
         raise
     finally:
+        if not keep_pool:
+            close_standing_pool(wait_for_workers=False)  # its workers stop while this run commits
         if cluster is not None and (started := runner_of(cluster)) is not None:
             release_standing(started)
             close_cluster(started)
@@ -390,6 +427,19 @@ def ingest(
         _html_report(Path(processed_dir), logger)
     logger.info("report: artifact %r, %s", REPORT_KEY, Path(processed_dir) / LAST_RUN_MD)
     return summary.as_dict()
+
+
+def _prepare_in_pool(run: IngestRun, pool: PreparePool, groups: list[list[PlannedFile]], io_retries: int,
+                     io_retry_delay: float, logger: Any, progress: _Progress) -> tuple[list[PreparedBatch], int]:
+    """Every batch, by the pool's workers and this process together; (batches in order, how many
+    were prepared here)."""
+    by_index: dict[int, list[PreparedBatch]] = {}
+    here = 0
+    for i, pooled in pool.take(groups, run.settings, logger.warning):
+        by_index[i] = _prepare_group(run, groups[i], io_retries, io_retry_delay, logger, pooled=pooled)
+        here += pooled is None
+        progress.advance(len(groups[i]))
+    return [batch for i in sorted(by_index) for batch in by_index[i]], here
 
 
 def _html_report(processed: Path, logger: Any) -> None:

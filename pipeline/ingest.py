@@ -217,6 +217,33 @@ def within_budget(files: list[PlannedFile], max_run_bytes: int | None) -> tuple[
     return chosen, deferred
 
 
+def preview_run(raw_dir: Path, processed_dir: Path, max_run_bytes: int | None = None) -> list[PlannedFile]:
+    """The files the next run would read (``plan_run``'s ``to_read``), found without the writer
+    lock and without writing: to start preparing them before the run itself starts. A guess:
+    the run plans again under the lock, and uses only what still matches."""
+    try:
+        conn = connect(Path(processed_dir), readonly=True)
+    except StateError:
+        known: dict[str, Any] = {}  # no state yet: every file is new
+    else:
+        try:
+            known = {row["path"]: (row["size"], row["mtime_ns"], row["sha256"])
+                     for row in conn.execute("SELECT path, size, mtime_ns, sha256 FROM files")}
+        except sqlite3.Error:
+            return []
+        finally:
+            conn.close()
+    entries, _ = scan_raw(Path(raw_dir))
+    wanted: list[PlannedFile] = []
+    for entry in entries:
+        mtime_ns = entry.abs_path.stat().st_mtime_ns
+        row = known.get(entry.path)
+        if row is not None and row[0] == entry.size and row[1] == mtime_ns:
+            continue
+        wanted.append(PlannedFile(entry, mtime_ns, row[2] if row is not None else None, row is not None))
+    return within_budget(wanted, max_run_bytes)[0]
+
+
 def pending_files(raw_dir: Path, processed_dir: Path) -> int | None:
     """How many raw files a run would read now (new or changed), read without the writer
     lock and without writing; None when the processed dir holds no state yet."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from pipeline.dedup import SIGNATURE_FIELDS, DedupSettings
 from pipeline.ingest import IngestSettings
+from pipeline.pool import MAX_DEFAULT_WORKERS, default_workers
 
 CONFIG_FILE = "newsdedup.toml"
 ENV_PREFIX = "NEWSDEDUP_"
@@ -83,6 +84,9 @@ SPECS: dict[str, Spec] = {s.name: s for s in [
     Spec("dask_workers", "int", 0, 0,
          "worker processes of a local Dask cluster that prepare batches (0: in the run's own process)", "run",
          maximum=256),
+    Spec("processes", "int", default_workers(), 0,
+         "worker processes beside the run's own that prepare batches (0: none; default: one per core "
+         f"beyond the first, at most {MAX_DEFAULT_WORKERS}); not used with a Dask cluster", "run", maximum=256),
     Spec("max_file_bytes", "bytes", _INGEST.max_file_bytes, 1,
          "larger raw files are quarantined (e.g. 20MB)", "run"),
     Spec("max_run_bytes", "bytes", _INGEST.max_run_bytes, 1,

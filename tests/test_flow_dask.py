@@ -9,7 +9,6 @@ pipeline/ingest.py), so Dask must recompute that batch on the other one.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -25,7 +24,7 @@ import pytest
 
 from pipeline.ingest import CRASH_ENV, IngestSettings, run_ingest
 from pipeline.records import read_records
-from tests.conftest import ROOT, SEEDS
+from tests.conftest import ROOT, SEEDS, write_background_reports
 
 pytestmark = pytest.mark.e2e
 
@@ -54,11 +53,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[st
     raw.mkdir()
     for path in SEEDS.glob("*.txt"):
         shutil.copy2(path, raw / path.name)
-    for i in range(10):
-        (raw / f"extra-{i:02d}.json").write_text(json.dumps({
-            "text": f"Report {i} opens with news of its own, in words of its own, number {i}.\n\n"
-                    "The conflict between the two South Caucasus countries began in 1988 when Armenia made "
-                    "territorial claims against Azerbaijan.", "published": f"2020-11-{i + 1:02d}"}))
+    write_background_reports(raw, 10)
     plain = base / "plain"
     summary = run_ingest(raw, plain, IngestSettings(batch_size=BATCH_SIZE))
     assert summary.records_written == 15 and summary.repeats_flagged > 0
@@ -231,9 +226,9 @@ def test_a_backlog_run_keeps_its_cluster_to_prepare_the_next_run(corpus: tuple[P
     process) takes them, the last run stops the cluster, and the records are those of one run
     without Dask."""
     import flows.cluster
-    from flows.cluster import batch_key
     from pipeline.dedup import DedupSettings
     from pipeline.ingest import batches, plan_run
+    from pipeline.pool import batch_key
     from pipeline.state import Store
 
     raw, expected = corpus
@@ -256,7 +251,7 @@ def test_a_backlog_run_keeps_its_cluster_to_prepare_the_next_run(corpus: tuple[P
         finally:
             store.close()
         first = upcoming[: flows.cluster.PREFETCH_PER_WORKER]  # a few per worker, not the whole run
-        assert {files for _, files in kept["prefetched"]} == {batch_key(g, None)[1] for g in first}
+        assert set(kept["prefetched"]) == {batch_key(g, IngestSettings()) for g in first}
     assert runs >= 3 and all(prefetched_batches)
     assert flows.cluster._standing == {}  # the last run stopped it
     assert _stable(processed) == expected

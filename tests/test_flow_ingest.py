@@ -150,3 +150,40 @@ def test_a_backlog_run_defers_the_html_report_to_the_last_run(seed_raw: Path, tm
     other = tmp_path / "other"
     _, first = _run(seed_raw, other, max_run_bytes=6000)
     assert first["files_deferred"] > 0 and (other / "report.html").is_file()
+
+
+def test_a_backlog_prepared_by_worker_processes_gives_the_records_of_one_process(seed_raw: Path,
+                                                                                 tmp_path: Path) -> None:
+    """With ``processes``, the flow's batches are prepared by a worker process and this one;
+    with prefetch_next_run the pool stays up and prepares the next run's batches while a run
+    commits (the next run takes them), the last run stops it, and the records are those of
+    runs prepared in this process alone."""
+    import pipeline.pool
+    from pipeline.pool import batch_key
+
+    def stable(processed: Path) -> list[dict[str, Any]]:
+        from pipeline.records import read_records
+
+        return sorted(({k: v for k, v in r.items() if k != "pipeline"} for r in read_records(processed)),
+                      key=lambda r: r["id"])
+
+    alone = tmp_path / "alone"
+    while _run(seed_raw, alone, processes=0, batch_size=1, max_run_bytes=6000)[1]["files_deferred"]:
+        pass
+    assert not pipeline.pool.has_standing_pool()
+    pooled = tmp_path / "pooled"
+    prefetched_runs = 0
+    while True:
+        _, result = _run(seed_raw, pooled, processes=1, batch_size=1, max_run_bytes=6000, prefetch_next_run=True)
+        if not result["files_deferred"]:
+            break
+        pool = pipeline.pool._standing["pool"]
+        assert pool.workers == 1 and not pool.broken
+        # What is prefetched is exactly the next run's batches (one file each).
+        settings = library.IngestSettings(batch_size=1, max_run_bytes=6000)
+        upcoming = library.preview_run(seed_raw, pooled, 6000)
+        assert set(pool._prefetched) == {batch_key([p], settings) for p in upcoming}
+        prefetched_runs += 1
+    assert prefetched_runs >= 2
+    assert not pipeline.pool.has_standing_pool()  # the last run stopped it
+    assert stable(pooled) == stable(alone)
