@@ -8,6 +8,7 @@ published earlier is decided before the ones after it, which are decided again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -603,6 +604,16 @@ def _stable(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "pipeline"}
 
 
+@contextlib.contextmanager
+def _timed(summary: RunSummary, stage: str) -> Iterator[None]:
+    """Adds the wall time of the block to ``summary.timings[stage]`` (the run report shows them)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        summary.timings[stage] = round(summary.timings.get(stage, 0.0) + time.perf_counter() - started, 3)
+
+
 def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: RunSummary) -> RunSummary:
     """Decide repeats and write records, state and quarantine in one transaction."""
     started = time.perf_counter()
@@ -628,17 +639,19 @@ def commit(store: Store, prepared: list[PreparedBatch], plan: Plan, summary: Run
         _note_deletions(store, removed, articles, run)
 
         items = sorted(_new_items(articles, next_uid, settings.num_perm) + tail, key=lambda i: i.order)
-        t0 = time.perf_counter()
-        decided = RepeatEngine(settings).decide([i.article for i in items], units, removed_keys)
-        summary.timings["decide"] = round(time.perf_counter() - t0, 3)
+        with _timed(summary, "decide"):
+            decided = RepeatEngine(settings).decide([i.article for i in items], units, removed_keys)
 
-        units.delete_records([i.article.record_id for i in tail])
-        written = _write_decisions(conn, units, items, decided.articles, run, summary, touched_parts)
-        units.set_holders(decided.holder_keys, decided.holder_uids, decided.dropped_keys)
-        store.bloom = units.bloom  # set_holders may have replaced it with a larger one
-        store.save_bloom(store.bloom, run.run_seq)
+        with _timed(summary, "write"):
+            units.delete_records([i.article.record_id for i in tail])
+            written = _write_decisions(conn, units, items, decided.articles, run, summary, touched_parts)
+        with _timed(summary, "index"):
+            units.set_holders(decided.holder_keys, decided.holder_uids, decided.dropped_keys)
+            store.bloom = units.bloom  # set_holders may have replaced it with a larger one
+            store.save_bloom(store.bloom, run.run_seq)
         summary.replayed_articles = len(tail)
-        _write_parts(conn, store.processed_dir, run, written, touched_parts)
+        with _timed(summary, "parts"):
+            _write_parts(conn, store.processed_dir, run, written, touched_parts)
 
         _record_files_and_quarantine(conn, outcomes, problems, run, summary)
         # A quarantined file that is gone from raw/ needs no more attention. (Records of

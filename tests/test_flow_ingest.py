@@ -57,7 +57,7 @@ def test_flow_processes_seeds_and_reports(seed_raw: Path, tmp_path: Path) -> Non
     assert result["files_seen"] == result["files_new"] == seeds
     assert result["records_written"] >= seeds
     assert result["files_quarantined"] == 0
-    assert set(result["timings"]) >= {"plan", "prepare", "commit"}
+    assert set(result["timings"]) >= {"plan", "prepare", "commit", "decide", "write", "index", "parts"}
 
     # The same report, readable without Prefect.
     report = (processed / "last_run.md").read_text(encoding="utf-8")
