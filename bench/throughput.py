@@ -10,6 +10,8 @@ process as a user would start it:
 - (c) ``newsdedup run --raw-dir RAW --processed-dir FRESH`` (as many runs as the backlog takes) with a fresh
   ``PREFECT_HOME`` (embedded Prefect server, as a first-time user gets it; with
   ``--warm-prefect-home`` one home migrated beforehand, as on a user's later runs);
+- (pN) the same with ``--processes N`` (``--processes 0``: preparation in the run's own
+  process only; by default worker processes prepare beside it);
 - (dN) the same with ``--dask-workers N``: a Dask LocalCluster of N worker processes prepares
   the batches (``--dask-workers 2`` by default; ``--dask-workers 1,2,4`` for a scaling table,
   ``--dask-workers 0`` adds in-process preparation forced, whatever the default chooses).
@@ -280,11 +282,13 @@ LABELS = {
 def label(name: str) -> str:
     if name.startswith("d"):
         return f"`newsdedup run --dask-workers {name[1:]}`"
+    if name.startswith("p"):
+        return f"`newsdedup run --processes {name[1:]}`"
     return LABELS[name]
 
 
 def is_newsdedup(name: str) -> bool:
-    return name == "c" or name.startswith("d")
+    return name == "c" or name.startswith(("d", "p"))
 
 
 def report(results: list[Measured], paragraphs: int, size: int) -> None:
@@ -350,6 +354,8 @@ def main() -> None:
     parser.add_argument("--skip-datasketch", action="store_true", help="leave out (a) and (b)")
     parser.add_argument("--dask-workers", default="2", metavar="N[,N...]",
                         help="a (dN) row per worker count: newsdedup run --dask-workers N ('' for none)")
+    parser.add_argument("--processes", default="", metavar="N[,N...]",
+                        help="a (pN) row per count: newsdedup run --processes N (0: the run's own process only)")
     parser.add_argument("--warm-prefect-home", action="store_true",
                         help="one PREFECT_HOME for every (c) run, migrated by an untimed run first: a user's second "
                              "run, without the first start's database migrations (default: a fresh one per run)")
@@ -374,6 +380,7 @@ def main() -> None:
         base_env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # embedded server, as a user
         names = ([] if args.skip_datasketch else ["a"] + ([] if args.skip_update else ["b"])) + ["c"]
         names += [f"d{int(n)}" for n in args.dask_workers.split(",") if n.strip()]
+        names += [f"p{int(n)}" for n in args.processes.split(",") if n.strip()]
         warm_home = None
         if args.warm_prefect_home:
             warm_home = work / "prefect-home"
@@ -398,6 +405,8 @@ def main() -> None:
                     cmd = [str(newsdedup), "run", "--raw-dir", str(raw), "--processed-dir", str(processed)]
                     if name.startswith("d"):
                         cmd += ["--dask-workers", name[1:]]
+                    elif name.startswith("p"):
+                        cmd += ["--processes", name[1:]]
                 else:
                     run_dir, env = None, base_env
                     script = "datasketch_bulk.py" if name == "a" else "datasketch_update.py"

@@ -37,6 +37,18 @@ _PRELOAD = ["pipeline.ingest"]
 BatchKey = tuple[Any, ...]
 
 
+WORKER_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    """A worker prepares ahead, for a later step: where cores are short, the run's own process
+    (its commit) and Prefect's server (its start-up, the task runs' API calls) go first."""
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError:  # not permitted here: the same priority, only slower
+        pass
+
+
 def default_workers() -> int:
     """One worker per core beyond the run's own (at most ``MAX_DEFAULT_WORKERS``)."""
     try:
@@ -61,7 +73,8 @@ class PreparePool:
         self.workers = workers
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(_PRELOAD)
-        self._executor: ProcessPoolExecutor | None = ProcessPoolExecutor(workers, mp_context=context)
+        self._executor: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_lower_priority)
         self._prefetched: dict[BatchKey, Future[bytes]] = {}
         self.broken = False
 

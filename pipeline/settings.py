@@ -82,7 +82,7 @@ SPECS: dict[str, Spec] = {s.name: s for s in [
     Spec("seed", "int", _DEDUP.seed, 0, "seed of the MinHash permutations", "detection"),
     Spec("batch_size", "int", _INGEST.batch_size, 1, "files per prepare task", "run"),
     Spec("dask_workers", "int", 0, 0,
-         "worker processes of a local Dask cluster that prepare batches (0: in the run's own process)", "run",
+         "worker processes of a local Dask cluster that prepare batches (0: no cluster)", "run",
          maximum=256),
     Spec("processes", "int", default_workers(), 0,
          "worker processes beside the run's own that prepare batches (0: none; default: one per core "

@@ -162,3 +162,12 @@ def test_a_standing_pool_is_kept_for_the_same_size_and_replaced_when_broken() ->
     finally:
         close_standing_pool()
 
+
+
+def test_workers_run_at_a_lower_priority_than_the_run(pool: PreparePool) -> None:
+    """Where cores are short, the committing process and Prefect's server go first."""
+    from pipeline.pool import WORKER_NICENESS
+
+    assert pool._executor is not None
+    here = os.nice(0)
+    assert pool._executor.submit(os.nice, 0).result(timeout=120) == min(19, here + WORKER_NICENESS)
