@@ -190,7 +190,7 @@ def plan_run(raw_dir: Path, store: Store, max_run_bytes: int | None = None) -> P
     wanted: list[PlannedFile] = []
     unchanged = 0
     for entry in entries:
-        mtime_ns = entry.abs_path.stat().st_mtime_ns
+        mtime_ns = entry.modified_ns()
         row = known.get(entry.path)
         if row is not None and row["size"] == entry.size and row["mtime_ns"] == mtime_ns:
             unchanged += 1
@@ -237,7 +237,7 @@ def preview_run(raw_dir: Path, processed_dir: Path, max_run_bytes: int | None = 
     entries, _ = scan_raw(Path(raw_dir))
     wanted: list[PlannedFile] = []
     for entry in entries:
-        mtime_ns = entry.abs_path.stat().st_mtime_ns
+        mtime_ns = entry.modified_ns()
         row = known.get(entry.path)
         if row is not None and row[0] == entry.size and row[1] == mtime_ns:
             continue
@@ -273,7 +273,7 @@ def pending_paths(raw_dir: Path, processed_dir: Path) -> list[tuple[str, str]] |
         row = known.get(entry.path)
         if row is None:
             pending.append((entry.path, "new"))
-        elif row["size"] != entry.size or row["mtime_ns"] != entry.abs_path.stat().st_mtime_ns:
+        elif row["size"] != entry.size or row["mtime_ns"] != entry.modified_ns():
             pending.append((entry.path, "changed"))
     pending += [(p.path, p.reason) for p in problems if p.path not in reported]
     return sorted(pending)

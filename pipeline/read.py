@@ -74,6 +74,10 @@ class RawEntry:
     path: str  # relative to the raw dir, POSIX separators
     abs_path: Path
     size: int
+    mtime_ns: int | None = None  # as the scan found it (None: not known, stat the file)
+
+    def modified_ns(self) -> int:
+        return self.mtime_ns if self.mtime_ns is not None else self.abs_path.stat().st_mtime_ns
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,7 @@ def _walk(root: str, entries: list[RawEntry], problems: list[Problem]) -> None:
                 if not item.is_file(follow_symlinks=False):
                     problems.append(Problem(shown, "not a regular file"))
                     continue
-                size = item.stat(follow_symlinks=False).st_size
+                found = item.stat(follow_symlinks=False)  # one stat: a plan needs size and mtime
             except OSError as exc:
                 problems.append(Problem(shown, f"unreadable: {exc.strerror or exc}"))
                 continue
@@ -182,7 +186,7 @@ def _walk(root: str, entries: list[RawEntry], problems: list[Problem]) -> None:
                 problems.append(Problem(rel, f"unsupported file type {suffix or '(none)'!r}: "
                                              f"expected one of {', '.join(sorted(SUPPORTED_SUFFIXES))}"))
                 continue
-            entries.append(RawEntry(rel, Path(item.path), size))
+            entries.append(RawEntry(rel, Path(item.path), found.st_size, found.st_mtime_ns))
         stack.extend(reversed(subdirs))
 
 

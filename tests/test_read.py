@@ -280,3 +280,21 @@ def test_markdown_is_read_as_markdown(tmp_path: Path) -> None:
     assert plain.meta == {"title": "The title"} and plain.blocks == [("body", "Body text of it.")]
     with pytest.raises(BadInput, match="no paragraphs"):
         parse_file(write(tmp_path, "empty.md", b"# Only a title\n\n![x](y.png)\n"))
+
+
+def test_the_scan_notes_each_file_size_and_mtime_from_one_stat(tmp_path: Path) -> None:
+    """A plan compares size and mtime with the state: both come from the scan's own stat, so a
+    file is never seen with the size of one moment and the mtime of another."""
+    (tmp_path / "sub").mkdir()
+    first, second = tmp_path / "a.txt", tmp_path / "sub" / "b.txt"
+    first.write_text("One story in plain words.\n", encoding="utf-8")
+    second.write_text("Another story.\n", encoding="utf-8")
+    os.utime(second, ns=(1_000_000_000, 1_000_000_000))
+    entries, problems = scan_raw(tmp_path)
+    assert not problems
+    by_path = {e.path: e for e in entries}
+    assert by_path["a.txt"].mtime_ns == first.stat().st_mtime_ns
+    assert by_path["sub/b.txt"].mtime_ns == 1_000_000_000
+    os.utime(second, ns=(2_000_000_000, 2_000_000_000))  # touched after the scan: the scan's value stands
+    assert by_path["sub/b.txt"].modified_ns() == 1_000_000_000
+    assert RawEntry("a.txt", first, 1).modified_ns() == first.stat().st_mtime_ns  # unknown: stat now
