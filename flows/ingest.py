@@ -331,7 +331,8 @@ def ingest(
     run_id = str(flow_run.id) if flow_run.id else None
     cluster = None
     closing = None
-    keep_pool = False  # the prepare pool stays up for the next run of a backlog
+    keep_pool = False  # the prepare pool stays up for the next run of a backlog (set once committed)
+    prefetching = False
     try:
         effective = load_settings(given, override_label=lambda name: f"flow parameter {name}")
         settings = effective.ingest(lock_wait_seconds=lock_wait_seconds)
@@ -356,8 +357,9 @@ def ingest(
             groups = list(batches(plan.to_read, settings.batch_size))
             progress = _Progress(len(plan.to_read), progress_bar)
             prepare_started = time.perf_counter()
-            if cluster is None and processes and (len(groups) > 1 or has_standing_pool()):
-                pool = standing_pool(processes)
+            pool = _pool_for(processes, logger) if cluster is None and processes and (
+                len(groups) > 1 or has_standing_pool()) else None
+            if pool is not None:
                 prepared, here = _prepare_in_pool(run, pool, groups, io_retries, io_retry_delay_seconds,
                                                   logger, progress)
                 logger.info("prepare: %d of %d batch(es) in %d worker process(es), %d in this process",
@@ -367,7 +369,7 @@ def ingest(
                     next_groups = list(batches(plan.next_run(settings.max_run_bytes), settings.batch_size))
                     logger.info("prepare: the next run's %d batch(es) go to the worker processes while this "
                                 "run commits", pool.prefetch(next_groups, settings))
-                    keep_pool = True
+                    prefetching = True
             elif cluster is None:
                 prepared = []
                 for group in groups:
@@ -404,6 +406,7 @@ def ingest(
                         len(files), len(groups), sum(len(b.articles) for b in prepared),
                         sum(1 for o in files if o.status == "quarantined"), run.summary.timings.get("prepare", 0.0))
             summary = commit_task(run, ByReference(plan), ByReference(prepared))
+            keep_pool = prefetching  # a run that failed leaves no pool behind it
             logger.info("commit: %d records written, %d rewritten, %d paragraphs, %d repeats flagged, "
                         "%d quarantined (%.2f s)", summary.records_written, summary.records_rewritten,
                         summary.paragraphs, summary.repeats_flagged,
@@ -427,6 +430,17 @@ def ingest(
         _html_report(Path(processed_dir), logger)
     logger.info("report: artifact %r, %s", REPORT_KEY, Path(processed_dir) / LAST_RUN_MD)
     return summary.as_dict()
+
+
+def _pool_for(processes: int, logger: Any) -> PreparePool | None:
+    """The prepare pool of this process, or None where it cannot start (no /dev/shm, no
+    process left to fork): the run then prepares in this process, as with ``processes=0``."""
+    try:
+        return standing_pool(processes)
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("prepare: worker processes could not start (%s: %s); preparing in this process",
+                       type(exc).__name__, exc)
+        return None
 
 
 def _prepare_in_pool(run: IngestRun, pool: PreparePool, groups: list[list[PlannedFile]], io_retries: int,

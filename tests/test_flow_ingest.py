@@ -187,3 +187,20 @@ def test_a_backlog_prepared_by_worker_processes_gives_the_records_of_one_process
     assert prefetched_runs >= 2
     assert not pipeline.pool.has_standing_pool()  # the last run stopped it
     assert stable(pooled) == stable(alone)
+
+
+def test_a_run_that_fails_after_prefetching_leaves_no_worker_processes(seed_raw: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool kept for a backlog's next run goes with a run that fails: nothing would take
+    its batches (a long-lived `newsdedup serve` process would keep it for ever)."""
+    import pipeline.pool
+    from flows.ingest import ingest
+
+    def broken(self: Any, plan: Any, prepared: Any) -> Any:
+        raise RuntimeError("commit failed here")
+
+    monkeypatch.setattr(library.IngestRun, "commit", broken)
+    state = ingest(raw_dir=str(seed_raw), processed_dir=str(tmp_path / "processed"), processes=1, batch_size=1,
+                   max_run_bytes=6000, prefetch_next_run=True, return_state=True)
+    assert state.is_failed()
+    assert not pipeline.pool.has_standing_pool()

@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,10 +166,51 @@ def test_a_standing_pool_is_kept_for_the_same_size_and_replaced_when_broken() ->
 
 
 
-def test_workers_run_at_a_lower_priority_than_the_run(pool: PreparePool) -> None:
-    """Where cores are short, the committing process and Prefect's server go first."""
+def test_workers_run_at_a_lower_priority_and_leave_ctrl_c_to_the_run(pool: PreparePool) -> None:
+    """Where cores are short, the committing process and Prefect's server go first; Ctrl-C
+    stops the run, without a traceback from each worker."""
     from pipeline.pool import WORKER_NICENESS
 
     assert pool._executor is not None
     here = os.nice(0)
     assert pool._executor.submit(os.nice, 0).result(timeout=120) == min(19, here + WORKER_NICENESS)
+    assert pool._executor.submit(signal.getsignal, signal.SIGINT).result(timeout=120) == signal.SIG_IGN
+
+
+_OWNER = """
+import os, sys
+from pipeline.pool import PreparePool
+pool = PreparePool(1)
+print(pool._executor.submit(os.getpid).result(timeout=120), flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie nobody reaps yet
+    except FileNotFoundError:
+        return True
+
+
+def test_workers_exit_when_the_run_process_is_killed() -> None:
+    """SIGKILL (or the OOM killer) gives the run no chance to stop its workers: they notice."""
+    from tests.conftest import ROOT
+
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER], cwd=ROOT, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        worker = int(owner.stdout.readline())
+        assert not _gone(worker)
+        owner.kill()
+        owner.wait(30)
+        deadline = time.monotonic() + 30
+        while not _gone(worker):
+            assert time.monotonic() < deadline, f"worker {worker} outlived the run's process"
+            time.sleep(0.1)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(30)
