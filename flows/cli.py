@@ -613,7 +613,7 @@ exit codes:
     dask = run.add_mutually_exclusive_group()
     dask.add_argument("--dask-workers", type=_worker_count, default=None, metavar="N",
                       help="prepare batches on a local Dask cluster of N worker processes started for the run "
-                           "(default, or 0: no Dask; --processes worker processes help the run's own)")
+                           "(default, or 0: no cluster; see --processes)")
     dask.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
                       help="prepare batches on the running Dask cluster with this scheduler; its workers must "
                            "see the raw dir at the same path")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -22,7 +21,7 @@ from prefect.settings import PREFECT_API_TLS_INSECURE_SKIP_VERIFY, PREFECT_API_U
 
 from flows.by_reference import ByReference
 from pipeline.ingest import IngestSettings, PlannedFile, PreparedBatch, unpack_batch
-from pipeline.pool import PREFETCH_PER_WORKER, batch_key
+from pipeline.pool import PREFETCH_PER_WORKER, batch_key, claim_prefetched
 
 CONNECT_TIMEOUT_SECONDS = 10  # to reach a scheduler given by address
 WORKERS_TIMEOUT_SECONDS = 30  # for a scheduler to have at least one worker
@@ -191,14 +190,11 @@ def prepare_on_cluster(cluster: Any, task: Task[..., bytes], groups: list[list[P
     starting = cluster if isinstance(cluster, Future) else None
     # Batches the previous run of this process prefetched on this cluster are in flight already.
     prefetched = _standing.pop("prefetched", {}) if runner is not None and _standing.get("runner") is runner else {}
-    pending: deque[int] = deque()
-    for i, group in enumerate(groups):
-        future = prefetched.pop(batch_key(group, settings), None)
-        if future is None:
-            pending.append(i)
-        else:
-            future.wrapped_future.add_done_callback(lambda _: finishing.set())
-            inflight[future.wrapped_future.key] = (i, future)
+    claimed, pending = claim_prefetched(groups, settings, prefetched)
+    for i, future in claimed:
+        future.wrapped_future.add_done_callback(lambda _: finishing.set())
+        inflight[future.wrapped_future.key] = (i, future)
+    del claimed
     if prefetched and runner is not None:  # batches this run does not need (raw/ changed): cancelled
         runner.client.cancel([future.wrapped_future for future in prefetched.values()])
     del prefetched

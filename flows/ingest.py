@@ -300,8 +300,8 @@ def ingest(
 
     Batches are prepared on a Dask cluster: ``dask_address`` (a running scheduler, e.g.
     ``tcp://host:8786``; its workers must see raw_dir at the same path), or a LocalCluster of
-    ``dask_workers`` processes started for the run; neither (or ``dask_workers=0``): in this
-    process, measured the fastest on one 2-core machine (README, "Running on a Dask cluster").
+    ``dask_workers`` processes started for the run; neither (or ``dask_workers=0``): this
+    process and its worker processes (``processes``, below; README, "Worker processes").
     ``workers`` is the deprecated name of ``dask_workers``. Without a Dask cluster, ``processes``
     worker processes (default: one per core beyond the first) prepare batches beside this one,
     when the run has more than one batch.

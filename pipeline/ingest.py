@@ -17,7 +17,7 @@ import signal
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -186,19 +186,24 @@ def plan_run(raw_dir: Path, store: Store, max_run_bytes: int | None = None) -> P
     (their bytes are hashed in ``prepare_batch`` to tell a real change from a touch).
     Past ``max_run_bytes`` of them, the rest is deferred to the next run."""
     entries, problems = scan_raw(raw_dir)
-    known = store.known_files()
+    wanted = _wanted(entries, store.known_files())
+    to_read, later = within_budget(wanted, max_run_bytes)
+    present = {e.path for e in entries} | {p.path for p in problems}
+    unchanged = len(entries) - len(wanted)
+    return Plan(to_read, unchanged, problems, len(entries) + len(problems), len(later), present, later)
+
+
+def _wanted(entries: list[RawEntry], known: Mapping[str, Any]) -> list[PlannedFile]:
+    """The entries to read: new ones, and known ones (rows of the files table by path) whose
+    size or mtime moved."""
     wanted: list[PlannedFile] = []
-    unchanged = 0
     for entry in entries:
         mtime_ns = entry.modified_ns()
         row = known.get(entry.path)
         if row is not None and row["size"] == entry.size and row["mtime_ns"] == mtime_ns:
-            unchanged += 1
             continue
         wanted.append(PlannedFile(entry, mtime_ns, row["sha256"] if row is not None else None, row is not None))
-    to_read, later = within_budget(wanted, max_run_bytes)
-    present = {e.path for e in entries} | {p.path for p in problems}
-    return Plan(to_read, unchanged, problems, len(entries) + len(problems), len(later), present, later)
+    return wanted
 
 
 def within_budget(files: list[PlannedFile], max_run_bytes: int | None) -> tuple[list[PlannedFile], list[PlannedFile]]:
@@ -228,21 +233,13 @@ def preview_run(raw_dir: Path, processed_dir: Path, max_run_bytes: int | None = 
         known: dict[str, Any] = {}  # no state yet: every file is new
     else:
         try:
-            known = {row["path"]: (row["size"], row["mtime_ns"], row["sha256"])
-                     for row in conn.execute("SELECT path, size, mtime_ns, sha256 FROM files")}
+            known = {row["path"]: row for row in conn.execute("SELECT path, size, mtime_ns, sha256 FROM files")}
         except sqlite3.Error:
             return []
         finally:
             conn.close()
     entries, _ = scan_raw(Path(raw_dir))
-    wanted: list[PlannedFile] = []
-    for entry in entries:
-        mtime_ns = entry.modified_ns()
-        row = known.get(entry.path)
-        if row is not None and row[0] == entry.size and row[1] == mtime_ns:
-            continue
-        wanted.append(PlannedFile(entry, mtime_ns, row[2] if row is not None else None, row is not None))
-    return within_budget(wanted, max_run_bytes)[0]
+    return within_budget(_wanted(entries, known), max_run_bytes)[0]
 
 
 def pending_files(raw_dir: Path, processed_dir: Path) -> int | None:

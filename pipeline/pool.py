@@ -14,8 +14,9 @@ already runs threads, as a Prefect flow does), while the run's own process:
 A batch prepared by a worker comes back as one pickled bytes value (``prepare_packed``), sent
 to this process as soon as it is done (so prefetched batches wait here, pickled: about 3.5 MB
 per MB of plain text), and is used only for the same files (path, size, mtime, known hash) and
-settings; a raw dir that changed in between costs the work, never a record. A worker that dies breaks the pool: its
-batches, and every batch after, are prepared in this process (``take`` yields them so).
+settings; a raw dir that changed in between costs the work, never a record. A worker that
+dies breaks the pool: its batches, and every batch after, are prepared in this process
+(``take`` yields them so).
 """
 
 from __future__ import annotations
@@ -38,11 +39,10 @@ PREFETCH_PER_WORKER = 32  # batches prepared ahead for the next run, per worker 
 # Imported once by the fork server, so each worker starts as a fork of a process that has them.
 _PRELOAD = ["pipeline.ingest"]
 
-BatchKey = tuple[Any, ...]
-
-
 WORKER_NICENESS = 10
-PARENT_CHECK_SECONDS = 1.0
+PARENT_CHECK_SECONDS = 1.0  # how soon a worker notices that the run's process is gone
+
+BatchKey = tuple[Any, ...]
 
 
 def _start_worker(parent: int) -> None:
@@ -86,6 +86,22 @@ def batch_key(group: list[PlannedFile], settings: IngestSettings) -> BatchKey:
     return (settings.max_file_bytes, settings.dedup,
             tuple((p.entry.path, str(p.entry.abs_path), p.entry.size, p.mtime_ns, p.known_sha256, p.known)
                   for p in group))
+
+
+def claim_prefetched(groups: list[list[PlannedFile]], settings: IngestSettings,
+                     prefetched: dict[BatchKey, Any]) -> tuple[list[tuple[int, Any]], deque[int]]:
+    """Splits ``groups`` into ((index, prefetched future), ...) and the indices still to prepare,
+    in order; the futures taken are removed from ``prefetched``, so what is left there is what
+    these groups do not need (the pool here and the Dask cluster share this)."""
+    claimed: list[tuple[int, Any]] = []
+    pending: deque[int] = deque()
+    for i, group in enumerate(groups):
+        future = prefetched.pop(batch_key(group, settings), None)
+        if future is None:
+            pending.append(i)
+        else:
+            claimed.append((i, future))
+    return claimed, pending
 
 
 class PreparePool:
@@ -132,16 +148,10 @@ class PreparePool:
         after a cancel leaves the pool's other futures unresolved for ever): a prefetched batch
         these groups do not need (raw/ changed) is prepared and dropped. A fetched batch is
         dropped here at once, so the pool holds only batches not yet handed out."""
-        prefetched, self._prefetched = self._prefetched, {}
-        inflight: dict[int, Future[bytes]] = {}
-        pending: deque[int] = deque()
-        for i, group in enumerate(groups):
-            future = prefetched.pop(batch_key(group, settings), None)
-            if future is None:
-                pending.append(i)
-            else:
-                inflight[i] = future
-        del prefetched
+        claimed, pending = claim_prefetched(groups, settings, self._prefetched)
+        self._prefetched = {}  # what was not claimed is prepared and dropped (never cancelled: above)
+        inflight: dict[int, Future[bytes]] = dict(claimed)
+        del claimed
         ahead = 2 * self.workers
         told = False
         while pending or inflight:
